@@ -1,0 +1,1 @@
+from keras_taskrobust.callbacks.mirror_descent import MirrorDescent

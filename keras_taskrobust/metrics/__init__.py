@@ -1,0 +1,1 @@
+from keras_taskrobust.metrics.task_losses import TaskLosses

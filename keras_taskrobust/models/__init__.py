@@ -1,0 +1,1 @@
+from keras_taskrobust.models.minimax_model import MinimaxModel

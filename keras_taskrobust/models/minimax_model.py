@@ -1,0 +1,378 @@
+"""A Keras model trained on the worst of K task losses."""
+
+import copy
+import math
+import warnings
+
+import keras
+from keras import ops
+
+from keras_taskrobust.metrics.task_losses import TaskLosses
+from keras_taskrobust.models import task_groups
+from keras_taskrobust.rules.weighting_rule import WeightingRule
+
+_INVALID_IDS_KEY = "_invalid_task_ids"
+
+
+@keras.saving.register_keras_serializable(package="keras_taskrobust")
+class MinimaxModel(keras.Model):
+    """Trains a model on a weighted sum of K task losses, `sum_k w_k * L_k`.
+
+    `MinimaxModel` wraps any Keras model (functional, Sequential, subclassed,
+    a keras-hub task) and splits its training loss into K task groups. Each
+    step computes the group losses `L_k` (the mean per-element loss of the
+    group's elements in the batch, sample weights respected) and minimises
+    `sum_k w_k * L_k` with the task weights `w` held fixed (no gradient flows
+    into them). The weights live in the non-trainable variable
+    `task_weights`; they stay uniform (`1 / K`, the average of the task
+    losses) unless a `keras_taskrobust.callbacks.MirrorDescent` callback
+    turns on a rule that moves them towards the worst tasks.
+
+    Tasks are given in one of three forms:
+
+    - per example: `x` is a dict whose entry `task_key` holds an integer
+      task id in `[0, K)` for each example (shape `[batch]`);
+    - per element: the same entry has the shape of the per-element loss
+      (e.g. `[batch, masked_tokens]` for a masked language model); positions
+      to ignore (padding, unmasked tokens) get sample weight 0;
+    - per output: `task_key=None` and the model has K outputs, one loss each;
+      output `k` is task `k`. `task_names` must then be the output names when
+      the outputs are a dict.
+
+    The task entry is removed from `x` before the wrapped model is called; if
+    a single input remains, the model receives it as a tensor.
+
+    A task absent from a batch has no loss in that batch: it neither produces
+    a NaN nor gets a fake zero; its last estimate is kept (see
+    `WeightingRule.estimate`).
+
+    Logs (and `History`) hold `loss` (the weighted objective), `loss/worst`,
+    and `loss/<task>` and `weight/<task>` for every task. `evaluate` reports
+    the same keys and never changes the weights.
+
+    Args:
+        model: the `keras.Model` to train.
+        num_tasks: K. Optional when `task_names` is given.
+        task_names: K names used in log keys. Defaults to
+            `task_0, ..., task_{K-1}`, or to the output names for a
+            per-output model with dict outputs.
+        task_key: the key of `x` that holds the task ids, or `None` for one
+            task per output. Defaults to `"task_id"`.
+        **kwargs: passed to `keras.Model` (e.g. `name`).
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> from keras_taskrobust import MinimaxModel
+    >>> from keras_taskrobust.callbacks import MirrorDescent
+    >>> net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    >>> model = MinimaxModel(net, task_names=["easy", "hard"])
+    >>> model.compile(optimizer="sgd", loss="mse")
+    >>> x = {"features": np.random.rand(64, 4), "task_id": np.arange(64) % 2}
+    >>> y = np.random.rand(64, 1) * (1 + 4 * (np.arange(64) % 2))[:, None]
+    >>> history = model.fit(x, y, epochs=2, verbose=0,
+    ...                     callbacks=[MirrorDescent("exponentiated_gradient")])
+    >>> sorted(k for k in history.history if k.startswith("weight/"))
+    ['weight/easy', 'weight/hard']
+    """
+
+    def __init__(self, model, num_tasks=None, task_names=None, task_key="task_id", **kwargs):
+        super().__init__(**kwargs)
+        # === Config ===
+        if task_names is None:
+            if num_tasks is None:
+                raise ValueError(
+                    "MinimaxModel needs the number of tasks: pass `num_tasks=K` "
+                    "or `task_names=[...]`."
+                )
+            task_names = [f"task_{k}" for k in range(num_tasks)]
+        task_names = [str(name) for name in task_names]
+        if num_tasks is not None and num_tasks != len(task_names):
+            raise ValueError(
+                f"`num_tasks={num_tasks}` but {len(task_names)} `task_names` "
+                f"were given ({task_names}); pass one name per task."
+            )
+        if len(set(task_names)) != len(task_names) or not task_names:
+            raise ValueError(f"`task_names` must be distinct and non-empty; got {task_names}.")
+        self.num_tasks = len(task_names)
+        self.task_names = task_names
+        self.task_key = task_key
+
+        # === Layers ===
+        self.model = model
+
+        # === State ===
+        k = self.num_tasks
+        self.task_weights = self.add_weight(
+            shape=(k,), initializer=keras.initializers.Constant(1.0 / k),
+            trainable=False, name="task_weights",
+        )
+        self.loss_estimates = self.add_weight(
+            shape=(k,), initializer="zeros", trainable=False, name="loss_estimates"
+        )
+        self.task_counts = self.add_weight(
+            shape=(k,), initializer="zeros", trainable=False, name="task_counts"
+        )
+        self.task_step = self.add_weight(
+            shape=(), initializer="zeros", dtype="int32", trainable=False, name="task_step"
+        )
+        self.task_losses = TaskLosses(self.task_names)
+
+        # Set by the MirrorDescent callback for the duration of `fit`.
+        self.mirror_descent = None
+
+    def call(self, inputs, training=None):
+        return self.model(self._model_inputs(inputs), training=training)
+
+    def _model_inputs(self, inputs):
+        if self.task_key is None or not isinstance(inputs, dict):
+            return inputs
+        inputs = {k: v for k, v in inputs.items() if k != self.task_key}
+        if len(inputs) == 1:
+            return next(iter(inputs.values()))
+        return inputs
+
+    # --- Loss -------------------------------------------------------------
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        sums, counts, invalid = self._task_sums(x, y, y_pred, sample_weight)
+        present = counts > 0
+        batch_losses = sums / ops.maximum(counts, 1e-12)
+        finite = ops.all(ops.isfinite(ops.where(present, batch_losses, 0.0)))
+
+        # Snapshots: torch forbids assigning a variable read earlier in the graph.
+        weights = ops.copy(self.task_weights.value)
+        estimates = ops.copy(self.loss_estimates.value)
+        seen = self.task_counts.value > 0
+        if training:
+            weights, estimates = self._update_task_state(
+                weights, estimates, ops.stop_gradient(batch_losses), present, seen, finite, counts
+            )
+        # Absent tasks contribute their (constant) estimate to the reported
+        # objective and nothing to the gradient.
+        task_losses = ops.where(present, batch_losses, ops.stop_gradient(estimates))
+        loss = ops.sum(ops.stop_gradient(weights) * task_losses)
+        self.task_losses.update_state(sums, counts, weights, estimates, invalid)
+        if self.losses:
+            loss = loss + ops.sum(ops.stack([self._aggregate_additional_loss(l) for l in self.losses]))
+        return loss
+
+    def _update_task_state(self, weights, estimates, batch_losses, present, seen, finite, counts):
+        """Runs the weight rule (if any) and writes the new state variables."""
+        descent = self.mirror_descent
+        step = ops.copy(self.task_step.value)
+        if descent is None:
+            # No rule: keep the last loss of each task, unaveraged.
+            new_estimates = WeightingRule().estimate(estimates, batch_losses, present, seen)
+            new_weights = weights
+        else:
+            rule = descent.rule
+            new_estimates = rule.estimate(estimates, batch_losses, present, seen)
+            warm = step >= descent.warmup_steps
+            updates = ops.maximum(step - descent.warmup_steps, 0)
+            due = ops.logical_and(warm, updates % descent.update_every == 0)
+            proposed = rule.update(weights, new_estimates, updates // descent.update_every)
+            uniform = ops.ones_like(weights) / float(self.num_tasks)
+            new_weights = ops.where(due, proposed, ops.where(warm, weights, uniform))
+        # A non-finite loss changes nothing: the weights stay finite and the
+        # fit guard stops training, naming the task.
+        new_weights = ops.where(finite, new_weights, weights)
+        new_estimates = ops.where(finite, new_estimates, estimates)
+        self.task_weights.assign(new_weights)
+        self.loss_estimates.assign(new_estimates)
+        self.task_counts.assign(self.task_counts.value + ops.stop_gradient(counts))
+        self.task_step.assign(step + 1)
+        return new_weights, new_estimates
+
+    def _task_sums(self, x, y, y_pred, sample_weight):
+        if self.loss is None:
+            raise ValueError(
+                "MinimaxModel needs a loss: call `model.compile(loss=...)` with "
+                "the per-element loss to split into tasks."
+            )
+        if self.task_key is None:
+            return self._sums_per_output(y, y_pred, sample_weight)
+        task_ids = self._task_ids(x)
+        loss_fn = _unreduced(self.loss)
+        if isinstance(y_pred, (dict, list, tuple)):
+            raise ValueError(
+                "MinimaxModel with `task_key` expects a single-output model; "
+                "for one task per output pass `task_key=None`."
+            )
+        losses = loss_fn(y, y_pred)
+        return task_groups.sums_by_task_id(losses, task_ids, sample_weight, self.num_tasks)
+
+    def _task_ids(self, x):
+        key = self.task_key
+        if not isinstance(x, dict) or key not in x:
+            got = sorted(x) if isinstance(x, dict) else type(x).__name__
+            raise KeyError(
+                f"MinimaxModel expects the task ids in x[{key!r}], but x has "
+                f"{'keys ' if isinstance(x, dict) else 'type '}{got}. Give x as a "
+                f"dict, e.g. {{'features': features, {key!r}: task_ids}}, set "
+                "`task_key` to the key that holds the ids, or use "
+                "`task_key=None` for one task per output."
+            )
+        ids = x[key]
+        dtype = keras.backend.standardize_dtype(ids.dtype)
+        if "int" not in dtype:
+            raise TypeError(
+                f"Task ids in x[{key!r}] must be integers in [0, {self.num_tasks}); "
+                f"got dtype {dtype}. Cast them, e.g. `ids.astype('int32')` or "
+                "`tf.cast(ids, 'int32')`."
+            )
+        return ids
+
+    def _sums_per_output(self, y, y_pred, sample_weight):
+        names = self.task_names
+        if isinstance(y_pred, dict):
+            if sorted(y_pred) != sorted(names):
+                raise ValueError(
+                    f"The model's outputs are {sorted(y_pred)} but the tasks are "
+                    f"{names}; with `task_key=None` each output is a task: pass "
+                    "`task_names` equal to the output names."
+                )
+            outputs = list(names)
+            pick = lambda s, name, k: s[name] if isinstance(s, dict) else s[k]
+        elif isinstance(y_pred, (list, tuple)):
+            if len(y_pred) != self.num_tasks:
+                raise ValueError(
+                    f"The model has {len(y_pred)} outputs but MinimaxModel has "
+                    f"{self.num_tasks} tasks; with `task_key=None` each output "
+                    "is a task: set `num_tasks` to the number of outputs."
+                )
+            outputs = list(range(len(y_pred)))
+            pick = lambda s, name, k: s[k]
+        else:
+            raise ValueError(
+                "MinimaxModel with `task_key=None` treats each output as a task, "
+                "but the model has a single output. Give the task ids in "
+                "x[task_key] instead, or use a multi-output model."
+            )
+        losses = self.loss
+        sums, counts = [], []
+        for k, name in enumerate(outputs):
+            loss_fn = _unreduced(pick(losses, name, k) if isinstance(losses, (dict, list, tuple)) else losses)
+            weight = None if sample_weight is None else pick(sample_weight, name, k)
+            s, c = task_groups.sums_of_output(loss_fn(pick(y, name, k), pick(y_pred, name, k)), weight)
+            sums.append(s)
+            counts.append(c)
+        return ops.stack(sums), ops.stack(counts), 0
+
+    # --- Logs and guards --------------------------------------------------
+
+    def get_metrics_result(self):
+        logs = super().get_metrics_result()
+        # Internal: read and removed by `_TaskGuard` and `evaluate`.
+        logs[_INVALID_IDS_KEY] = self.task_losses.invalid_ids.value
+        return logs
+
+    def fit(self, *args, **kwargs):
+        return self._guarded(super().fit, 5, args, kwargs)
+
+    def evaluate(self, *args, return_dict=False, **kwargs):
+        logs = self._guarded(super().evaluate, 6, args, {**kwargs, "return_dict": True})
+        logs.pop(_INVALID_IDS_KEY, None)
+        return logs if return_dict else self._flatten_metrics_in_order(logs)
+
+    def _guarded(self, run, callbacks_position, args, kwargs):
+        """Runs `fit`/`evaluate` with a `_TaskGuard`, raising its error after."""
+        args = list(args)
+        positional = len(args) > callbacks_position
+        callbacks = args[callbacks_position] if positional else kwargs.get("callbacks")
+        if isinstance(callbacks, keras.callbacks.CallbackList):
+            # `fit` validating: its own callbacks already hold the guard.
+            return run(*args, **kwargs)
+        guard = _TaskGuard(self)
+        callbacks = [guard] + list(callbacks or [])
+        if positional:
+            args[callbacks_position] = callbacks
+        else:
+            kwargs["callbacks"] = callbacks
+        result = run(*args, **kwargs)
+        if guard.error is not None:
+            raise guard.error
+        return result
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "model": keras.saving.serialize_keras_object(self.model),
+            "task_names": self.task_names,
+            "task_key": self.task_key,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        config["model"] = keras.saving.deserialize_keras_object(
+            config["model"], custom_objects=custom_objects
+        )
+        return cls(**config)
+
+
+class _TaskGuard(keras.callbacks.Callback):
+    """Stops `fit` cleanly on invalid task ids or a non-finite task loss.
+
+    A compiled step cannot raise, so the step reports the number of invalid
+    ids in its logs; this callback removes that entry, stops the loop (so the
+    model state is synced on every backend) and `MinimaxModel` raises after.
+    It holds the model directly: `self.model` would sync JAX state each batch.
+    """
+
+    def __init__(self, minimax):
+        super().__init__()
+        self.minimax = minimax
+        self.error = None
+
+    def _check_ids(self, logs):
+        invalid = logs.pop(_INVALID_IDS_KEY, 0) if logs else 0
+        if self.error is None and float(invalid) > 0:
+            m = self.minimax
+            self.error = ValueError(
+                f"{int(float(invalid))} task ids in x[{m.task_key!r}] are outside "
+                f"[0, {m.num_tasks}) for MinimaxModel with tasks {m.task_names}. "
+                "Map every id into that range or set `num_tasks` to the number "
+                "of tasks; give positions to ignore sample weight 0."
+            )
+            return True
+        return False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._check_ids(logs):
+            self.minimax.stop_training = True
+        if logs and "loss" in logs and not math.isfinite(float(logs["loss"])):
+            bad = [
+                name for name in self.minimax.task_names
+                if not math.isfinite(float(logs.get(f"loss/{name}", 0.0)))
+            ]
+            message = (
+                f"Non-finite loss for task(s) {bad or self.minimax.task_names} at "
+                f"batch {batch}: training stopped and the task weights were left "
+                "at their last finite values. Check that task's data and labels, "
+                "or lower the learning rate."
+            )
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+            self.minimax.stop_training = True
+
+    def on_test_batch_end(self, batch, logs=None):
+        if self._check_ids(logs):
+            self.minimax.stop_evaluating = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        # The entry is internal: keep it out of History and the progress bar.
+        for key in (_INVALID_IDS_KEY, "val_" + _INVALID_IDS_KEY):
+            (logs or {}).pop(key, None)
+
+    def on_test_end(self, logs=None):
+        (logs or {}).pop(_INVALID_IDS_KEY, None)
+
+
+def _unreduced(loss):
+    """A per-element version of a Keras loss (string, function or `Loss`)."""
+    loss = keras.losses.get(loss)
+    if isinstance(loss, keras.losses.Loss):
+        loss = copy.copy(loss)
+        loss.reduction = None
+    return loss
+

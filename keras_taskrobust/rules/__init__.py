@@ -1,0 +1,26 @@
+"""Task-weight rules: pure `keras.ops` functions run inside the training step."""
+
+from keras_taskrobust.rules.exponentiated_gradient import ExponentiatedGradient
+from keras_taskrobust.rules.hard_max import HardMax
+from keras_taskrobust.rules.softmax import Softmax
+from keras_taskrobust.rules.uniform import Uniform
+from keras_taskrobust.rules.weighting_rule import WeightingRule
+
+_RULES = {
+    "uniform": Uniform,
+    "exponentiated_gradient": ExponentiatedGradient,
+    "softmax": Softmax,
+    "hard_max": HardMax,
+}
+
+
+def get(identifier):
+    """Returns a rule from a `WeightingRule` or one of the names in `_RULES`."""
+    if isinstance(identifier, WeightingRule):
+        return identifier
+    if isinstance(identifier, str) and identifier in _RULES:
+        return _RULES[identifier]()
+    raise ValueError(
+        f"Unknown weighting rule {identifier!r}. Pass a WeightingRule instance "
+        f"or one of the names {sorted(_RULES)}."
+    )

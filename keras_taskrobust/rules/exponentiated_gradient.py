@@ -1,0 +1,75 @@
+"""Mirror ascent on the simplex: Group DRO's weight update."""
+
+from keras import ops
+
+from keras_taskrobust.rules.weighting_rule import WeightingRule
+from keras_taskrobust.rules.weighting_rule import log_simplex
+from keras_taskrobust.rules.weighting_rule import resolve_schedule
+
+
+class ExponentiatedGradient(WeightingRule):
+    """Exponentiated gradient (mirror ascent) on the task weights: Group DRO.
+
+    Each update multiplies every weight by the exponential of its task's loss
+    and renormalises (Sagawa et al., 2020, Algorithm 1):
+
+        w_k <- w_k * exp(eta_t * (Lbar_k + C / sqrt(n_k)))
+        w   <- w / sum_j w_j
+
+    computed in log space, `w = softmax(log w + eta_t * (Lbar + C / sqrt(n)))`,
+    with the losses shifted by their max, so the weights stay finite and on
+    the simplex for any finite loss.
+
+    Args:
+        step_size: `eta`, a float or a
+            `keras.optimizers.schedules.LearningRateSchedule` evaluated at the
+            number of updates made so far. Defaults to `0.01` (the Group DRO
+            reference value).
+        adjustment: `C`, the generalisation adjustment added to each task's
+            loss as `C / sqrt(n_k)`, which favours small tasks, whose training
+            loss underestimates their test loss. Defaults to `0.0` (off).
+        task_sizes: `n_k`, the number of training examples of each task, a
+            list of K numbers. Required when `adjustment > 0`.
+        average: decay of the running average of the group losses fed to
+            the update (see `WeightingRule`). Defaults to `0.0`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> rule = ExponentiatedGradient(step_size=1.0)
+    >>> w = rule.update(np.array([0.5, 0.5]), np.array([0.0, np.log(3.0)]), 0)
+    >>> np.round(np.asarray(w), 4).tolist()
+    [0.25, 0.75]
+    """
+
+    def __init__(self, step_size=0.01, adjustment=0.0, task_sizes=None, average=0.0):
+        super().__init__(average=average)
+        if adjustment and task_sizes is None:
+            raise ValueError(
+                "ExponentiatedGradient(adjustment=...) needs `task_sizes`, the "
+                "number of training examples of each task: the adjustment is "
+                "adjustment / sqrt(task_sizes[k])."
+            )
+        if task_sizes is not None and min(task_sizes) <= 0:
+            raise ValueError(f"`task_sizes` must be positive; got {task_sizes}.")
+        self.step_size = step_size
+        self.adjustment = float(adjustment)
+        self.task_sizes = None if task_sizes is None else list(task_sizes)
+
+    def update(self, weights, estimates, step):
+        eta = resolve_schedule(self.step_size, step)
+        losses = ops.convert_to_tensor(estimates, "float32")
+        if self.adjustment:
+            sizes = ops.convert_to_tensor(self.task_sizes, "float32")
+            losses = losses + self.adjustment / ops.sqrt(sizes)
+        # Softmax ignores a common shift; shifting by the max first keeps
+        # eta * losses from overflowing when the losses are huge.
+        return ops.softmax(log_simplex(weights) + eta * (losses - ops.max(losses)))
+
+    def get_config(self):
+        return {
+            "step_size": self.step_size,
+            "adjustment": self.adjustment,
+            "task_sizes": self.task_sizes,
+            **super().get_config(),
+        }

@@ -1,0 +1,88 @@
+"""Base class of the task-weight rules."""
+
+import keras
+from keras import ops
+
+
+class WeightingRule:
+    """A rule that moves the task weights on the simplex.
+
+    A rule is a pair of pure functions written in `keras.ops`, so that it runs
+    inside the compiled training step on every backend:
+
+    - `estimate(estimates, losses, present, seen)`: folds this batch's group
+      losses into the running loss estimate of every task. A task absent from
+      the batch keeps its last estimate; a task never seen yet takes the mean
+      estimate of the tasks seen so far, so that it neither gains nor loses
+      weight before its first batch (a fake zero loss would drag it down).
+    - `update(weights, estimates, step)`: returns the new weights from the
+      current ones and the loss estimates. `step` counts the updates made so
+      far and feeds step-size schedules.
+
+    Subclasses implement `update`. Both functions are called by
+    `MinimaxModel` when the `MirrorDescent` callback turns updates on.
+
+    Args:
+        average: decay of the running average of the group losses, in
+            `[0, 1)`: `Lbar <- average * Lbar + (1 - average) * L`. `0` uses
+            the last batch's group losses. Defaults to `0.0`.
+    """
+
+    def __init__(self, average=0.0):
+        if not 0.0 <= average < 1.0:
+            raise ValueError(
+                f"`average` must be in [0, 1); got {average}. It is the decay "
+                "of the running average of the group losses (0 = no average)."
+            )
+        self.average = float(average)
+
+    def estimate(self, estimates, losses, present, seen):
+        """Returns the running loss estimates after observing `losses`.
+
+        Args:
+            estimates: float tensor `[K]`, the current estimates.
+            losses: float tensor `[K]`, this batch's group losses; entries of
+                absent tasks are ignored.
+            present: bool tensor `[K]`, which tasks are in this batch.
+            seen: bool tensor `[K]`, which tasks had been seen before.
+        """
+        averaged = self.average * estimates + (1.0 - self.average) * losses
+        first = ops.logical_and(present, ops.logical_not(seen))
+        new = ops.where(first, losses, averaged)
+        new = ops.where(present, new, estimates)
+        known = ops.logical_or(present, seen)
+        n_known = ops.sum(ops.cast(known, new.dtype))
+        mean_known = ops.sum(ops.where(known, new, 0.0)) / ops.maximum(
+            n_known, 1.0
+        )
+        return ops.where(known, new, mean_known)
+
+    def update(self, weights, estimates, step):
+        """Returns the new task weights, a float tensor `[K]` on the simplex.
+
+        Args:
+            weights: float tensor `[K]`, the current weights.
+            estimates: float tensor `[K]`, the task loss estimates.
+            step: int scalar tensor, the number of updates made so far.
+        """
+        raise NotImplementedError
+
+    def get_config(self):
+        return {"average": self.average}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def resolve_schedule(value, step):
+    """Evaluates a constant or a `keras.optimizers.schedules` schedule."""
+    if callable(value):
+        return ops.cast(value(step), "float32")
+    return ops.convert_to_tensor(value, "float32")
+
+
+def log_simplex(weights):
+    """`log(weights)`, clamped so that a weight that underflowed can recover."""
+    tiny = float(keras.backend.epsilon()) ** 4  # 1e-28, still a normal float32
+    return ops.log(ops.maximum(weights, tiny))

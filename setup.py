@@ -1,0 +1,40 @@
+"""keras-taskrobust: task-robust pre-training for Keras 3."""
+
+import pathlib
+
+from setuptools import find_packages
+from setuptools import setup
+
+HERE = pathlib.Path(__file__).parent
+
+# Versions that install together (see the README); torch 2.13.0 is the CPU
+# build, any other version pulls CUDA packages.
+KERAS = ["keras==3.15.1", "numpy"]
+TENSORFLOW = ["tensorflow==2.21.0"]
+JAX = ["jax[cpu]==0.10.2"]
+TORCH = ["torch==2.13.0"]
+HUB = ["keras-hub==0.32.0", "tensorflow-text==2.21.1", "tensorflow==2.21.0"]
+DATA = ["tensorflow-datasets==4.9.10", "tensorflow==2.21.0"]
+ALL = sorted(set(TENSORFLOW + JAX + TORCH + HUB + DATA + ["matplotlib"]))
+
+setup(
+    name="keras-taskrobust",
+    version="0.1.0",
+    description="Task-robust pre-training for Keras 3: minimise the worst task loss.",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["keras_taskrobust", "keras_taskrobust.*"]),
+    include_package_data=True,
+    install_requires=KERAS,
+    extras_require={
+        "jax": JAX,
+        "tensorflow": TENSORFLOW,
+        "torch": TORCH,
+        "hub": HUB,
+        "data": DATA,
+        "all": ALL,
+        "test": ALL + ["pytest"],
+    },
+)
