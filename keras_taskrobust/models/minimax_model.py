@@ -264,7 +264,7 @@ class MinimaxModel(keras.Model):
     def get_metrics_result(self):
         logs = super().get_metrics_result()
         # Internal: read and removed by `_TaskGuard` and `evaluate`.
-        logs[_INVALID_IDS_KEY] = self.task_losses.invalid_ids.value
+        logs[_INVALID_IDS_KEY] = ops.convert_to_tensor(self.task_losses.invalid_ids)
         return logs
 
     def fit(self, *args, **kwargs):

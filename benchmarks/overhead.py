@@ -1,0 +1,206 @@
+"""Step-time overhead of `MinimaxModel` over plain `keras.Model.fit`.
+
+Compares the median training step time of
+`MinimaxModel(net, num_tasks=K)` fit with
+`MirrorDescent(ExponentiatedGradient())` against plain `net.fit` on the same
+architecture, initial weights, optimizer (Adam) and data, for K = 8 and
+K = 256, on two workloads:
+
+- `mlp`: 64 inputs, Dense(256) x 2, 10-class softmax, batch 256, sparse
+  categorical crossentropy, one task id per example;
+- `bert`: a tiny keras-hub `BertMaskedLM` built from config (2 layers,
+  hidden 64, sequence 64, 10 masked positions), batch 32, sample weights =
+  mask weights, one task id per masked position (shape [batch, 10]).
+
+Each backend uses its default jit settings (XLA on JAX, `tf.function` on
+TensorFlow, eager torch). Plain and minimax fits alternate for `--rounds`
+rounds so that the noise of a shared machine hits both alike. Each fit runs
+`1 + --epochs` epochs; the first (compilation, warm-up) is dropped and every
+other epoch gives one sample, its wall time / steps, timed from
+`on_epoch_begin` to `on_epoch_end`. Epochs rather than batches: Keras
+dispatches the plain model's batch-end callbacks asynchronously on JAX and
+torch, so per-batch timings would miss compute still in flight; by
+`on_epoch_end` it has all been waited for. Reported: the median of each and
+the ratio of the medians, with the range of the per-round ratios.
+
+Usage:
+
+    python benchmarks/overhead.py --all            # 3 backends, markdown table
+    python benchmarks/overhead.py --backend torch  # one backend, JSON lines
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+BACKENDS = ("jax", "tensorflow", "torch")
+TARGETS = {"jax": 1.05, "tensorflow": 1.05, "torch": 1.10}
+TASK_COUNTS = (8, 256)
+
+
+def mlp_workload(num_tasks, rng):
+    """Returns `(make_net, loss, batch_size, plain_data, minimax_data)`."""
+    import keras
+
+    def make_net():
+        return keras.Sequential([
+            keras.Input((64,)),
+            keras.layers.Dense(256, activation="relu"),
+            keras.layers.Dense(256, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ])
+
+    n = 256 * 32
+    features = rng.normal(size=(n, 64)).astype("float32")
+    labels = rng.integers(0, 10, n).astype("int32")
+    task_ids = rng.integers(0, num_tasks, n).astype("int32")
+    plain = {"x": features, "y": labels}
+    minimax = {"x": {"features": features, "task_id": task_ids}, "y": labels}
+    return make_net, "sparse_categorical_crossentropy", 256, plain, minimax
+
+
+def bert_workload(num_tasks, rng):
+    """A tiny BERT masked LM; padding_mask is int32 (the backbone's Input dtype)."""
+    import keras
+    import keras_hub
+
+    def make_net():
+        backbone = keras_hub.models.BertBackbone(
+            vocabulary_size=1000, num_layers=2, num_heads=2, hidden_dim=64,
+            intermediate_dim=128, max_sequence_length=64,
+        )
+        return keras_hub.models.BertMaskedLM(backbone=backbone, preprocessor=None)
+
+    n, seq, masks = 32 * 12, 64, 10
+    lengths = rng.integers(masks, seq + 1, n)
+    padding_mask = (np.arange(seq) < lengths[:, None]).astype("int32")
+    x = {
+        "token_ids": rng.integers(0, 1000, (n, seq)).astype("int32") * padding_mask,
+        "padding_mask": padding_mask,
+        "segment_ids": np.zeros((n, seq), "int32"),
+        "mask_positions": rng.integers(0, lengths[:, None], (n, masks)).astype("int32"),
+    }
+    labels = rng.integers(0, 1000, (n, masks)).astype("int32")
+    # Like keras-hub's preprocessor: 1 for a real masked position, 0 for padding.
+    weights = (np.arange(masks) < rng.integers(masks // 2, masks + 1, n)[:, None]).astype("float32")
+    task_ids = rng.integers(0, num_tasks, (n, masks)).astype("int32")
+    plain = {"x": x, "y": labels, "sample_weight": weights}
+    minimax = {"x": {**x, "task_id": task_ids}, "y": labels, "sample_weight": weights}
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    return make_net, loss, 32, plain, minimax
+
+
+WORKLOADS = {"mlp": mlp_workload, "bert": bert_workload}
+
+
+def epoch_step_times(model, data, batch_size, epochs, callbacks=()):
+    """Fits `1 + epochs` epochs; returns each epoch's seconds/step but the first's."""
+    import keras
+
+    times = []
+    timer = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: times.append(-time.perf_counter()),
+        on_epoch_end=lambda epoch, logs: times.__setitem__(-1, times[-1] + time.perf_counter()),
+    )
+    model.fit(**data, batch_size=batch_size, epochs=1 + epochs, shuffle=False,
+              verbose=0, callbacks=[*callbacks, timer])
+    steps = -(-len(data["y"]) // batch_size)
+    return [t / steps for t in times[1:]]
+
+
+def measure(workload, num_tasks, rounds, epochs):
+    """Alternates plain and minimax fits; returns a result row (times in ms)."""
+    import keras
+    from keras_taskrobust import MinimaxModel
+    from keras_taskrobust.callbacks import MirrorDescent
+    from keras_taskrobust.rules import ExponentiatedGradient
+
+    make_net, loss, batch_size, plain_data, minimax_data = WORKLOADS[workload](
+        num_tasks, np.random.default_rng(0))
+    keras.utils.set_random_seed(0)
+    plain = make_net()
+    keras.utils.set_random_seed(0)
+    minimax = MinimaxModel(make_net(), num_tasks=num_tasks)
+    # No metrics on either side (BertMaskedLM would add an accuracy by default).
+    plain.compile(optimizer="adam", loss=loss, weighted_metrics=None)
+    minimax.compile(optimizer="adam", loss=loss)
+
+    plain_times, minimax_times, ratios = [], [], []
+    for _ in range(rounds):
+        p = epoch_step_times(plain, plain_data, batch_size, epochs)
+        m = epoch_step_times(minimax, minimax_data, batch_size, epochs,
+                             [MirrorDescent(ExponentiatedGradient())])
+        plain_times += p
+        minimax_times += m
+        ratios.append(statistics.median(m) / statistics.median(p))
+    plain_ms = 1e3 * statistics.median(plain_times)
+    minimax_ms = 1e3 * statistics.median(minimax_times)
+    return {
+        "backend": keras.backend.backend(), "workload": workload, "K": num_tasks,
+        "plain_ms": plain_ms, "minimax_ms": minimax_ms, "ratio": minimax_ms / plain_ms,
+        "round_ratios": ratios,
+    }
+
+
+def run_backend(backend, rounds, epochs):
+    os.environ["KERAS_BACKEND"] = backend  # read when keras is first imported
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    for workload in WORKLOADS:
+        for num_tasks in TASK_COUNTS:
+            print(json.dumps(measure(workload, num_tasks, rounds, epochs)), flush=True)
+
+
+def markdown_table(rows):
+    lines = [
+        "| backend | workload | K | plain ms/step | minimax ms/step | ratio "
+        "| per-round ratios (min-max) | target | met |",
+        "|---|---|---:|---:|---:|---:|---|---:|---|",
+    ]
+    for r in rows:
+        target = TARGETS[r["backend"]]
+        lines.append(
+            f"| {r['backend']} | {r['workload']} | {r['K']} | {r['plain_ms']:.2f} "
+            f"| {r['minimax_ms']:.2f} | {r['ratio']:.3f} "
+            f"| {min(r['round_ratios']):.2f}-{max(r['round_ratios']):.2f} "
+            f"| <= {target:.2f} | {'yes' if r['ratio'] <= target else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
+def run_all(rounds, epochs):
+    rows = []
+    for backend in BACKENDS:
+        start = time.perf_counter()
+        out = subprocess.run(
+            [sys.executable, __file__, "--backend", backend,
+             "--rounds", str(rounds), "--epochs", str(epochs)],
+            env={**os.environ, "KERAS_BACKEND": backend, "HF_HUB_OFFLINE": "1"},
+            stdout=subprocess.PIPE, check=True, text=True,
+        ).stdout
+        rows += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        print(f"{backend}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    print(markdown_table(rows))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--all", action="store_true", help="run every backend in a subprocess")
+    mode.add_argument("--backend", choices=BACKENDS)
+    parser.add_argument("--rounds", type=int, default=5, help="plain/minimax alternations")
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per fit")
+    args = parser.parse_args()
+    if args.all:
+        run_all(args.rounds, args.epochs)
+    else:
+        run_backend(args.backend, args.rounds, args.epochs)
+
+
+if __name__ == "__main__":
+    main()

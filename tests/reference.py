@@ -1,0 +1,38 @@
+"""NumPy references of the task-weight rules, written independently of the library."""
+
+import numpy as np
+
+
+def estimate(est, losses, present, seen, average=0.0):
+    new = est.copy()
+    for k in range(len(est)):
+        if present[k]:
+            new[k] = losses[k] if not seen[k] else average * est[k] + (1 - average) * losses[k]
+    known = present | seen
+    if (~known).any():
+        new[~known] = new[known].mean() if known.any() else 0.0
+    return new
+
+
+def exponentiated_gradient(w, losses, eta, adjustment=0.0, sizes=None):
+    if adjustment:
+        losses = losses + adjustment / np.sqrt(np.asarray(sizes, float))
+    w = w * np.exp(eta * losses)
+    return w / w.sum()
+
+
+def softmax(losses, temperature):
+    e = np.exp((losses - losses.max()) / temperature)
+    return e / e.sum()
+
+
+def hard_max(losses):
+    worst = (losses == losses.max()).astype(float)
+    return worst / worst.sum()
+
+
+def group_losses(per_element, ids, weight, k):
+    """Per-task weighted means and weight sums of one batch."""
+    sums = np.array([(per_element * weight)[ids == t].sum() for t in range(k)])
+    counts = np.array([weight[ids == t].sum() for t in range(k)])
+    return np.divide(sums, counts, out=np.zeros(k), where=counts > 0), counts
