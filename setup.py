@@ -35,6 +35,6 @@ setup(
         "hub": HUB,
         "data": DATA,
         "all": ALL,
-        "test": ALL + ["pytest"],
+        "test": ALL + ["pytest", "tensorboard"],
     },
 )

@@ -120,6 +120,8 @@ class MinimaxModel(keras.Model):
 
         # Set by the MirrorDescent callback for the duration of `fit`.
         self.mirror_descent = None
+        # A wrapper of a built model is built (BackupAndRestore needs it).
+        self.built = model.built
 
     def call(self, inputs, training=None):
         return self.model(self._model_inputs(inputs), training=training)

@@ -1,0 +1,115 @@
+"""Task-weight state survives save/load and BackupAndRestore; logs reach callbacks."""
+
+import csv
+import os
+
+import numpy as np
+import pytest
+
+import keras
+from keras_taskrobust import MinimaxModel
+from keras_taskrobust import rules
+from keras_taskrobust.callbacks import MirrorDescent
+from test_minimax_model import BATCH
+from test_minimax_model import K
+from test_minimax_model import RecordWeights
+from test_minimax_model import linear
+from test_minimax_model import per_example_data
+
+STATE = ("task_weights", "loss_estimates", "task_counts", "task_step")
+
+
+def rule():
+    return MirrorDescent(rules.ExponentiatedGradient(step_size=0.5, average=0.5))
+
+
+def new_model():
+    model = MinimaxModel(linear(), task_names=["a", "b", "c"])
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    return model
+
+
+@pytest.fixture(scope="module")
+def data():
+    x, y, ids, sw = per_example_data()
+    return {"x": x, "task_id": ids}, y
+
+
+def test_save_and_load_keep_weights_and_rule_state(data, tmp_path):
+    x, y = data
+    model = new_model()
+    model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0, callbacks=[rule()])
+    path = str(tmp_path / "minimax.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    assert isinstance(loaded, MinimaxModel) and loaded.task_names == ["a", "b", "c"]
+    for name in STATE:
+        np.testing.assert_array_equal(getattr(loaded, name).numpy(), getattr(model, name).numpy())
+    assert int(loaded.task_step.numpy()) == 12
+    # Continuing both gives the same trajectory: nothing of the state was lost.
+    records = [RecordWeights(), RecordWeights()]
+    for m, record in zip((model, loaded), records):
+        m.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[rule(), record])
+    np.testing.assert_allclose(records[0].weights, records[1].weights, atol=1e-6)
+    assert not np.allclose(records[0].weights[0], records[0].weights[-1])
+
+
+class Interrupt(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt("simulated crash")
+
+
+class RecordEpochWeights(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.weights = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights[epoch] = keras.ops.convert_to_numpy(self.model.task_weights.value).copy()
+
+
+def test_backup_and_restore_continues_the_same_trajectory(data, tmp_path):
+    x, y = data
+    reference = RecordEpochWeights()
+    new_model().fit(x, y, batch_size=BATCH, epochs=4, shuffle=False, verbose=0, callbacks=[rule(), reference])
+
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    with pytest.raises(KeyboardInterrupt):
+        new_model().fit(x, y, batch_size=BATCH, epochs=4, shuffle=False, verbose=0,
+                        callbacks=[rule(), backup, Interrupt()])
+    resumed_model = new_model()  # a fresh process would build a fresh model
+    resumed = RecordEpochWeights()
+    resumed_model.fit(x, y, batch_size=BATCH, epochs=4, shuffle=False, verbose=0,
+                      callbacks=[rule(), keras.callbacks.BackupAndRestore(str(tmp_path / "backup")), resumed])
+    assert sorted(resumed.weights) == [2, 3]  # epochs 0 and 1 came from the backup
+    for epoch in (2, 3):
+        np.testing.assert_allclose(resumed.weights[epoch], reference.weights[epoch], atol=1e-6)
+    assert int(resumed_model.task_step.numpy()) == 4 * 6
+
+
+def test_history_csv_and_tensorboard(data, tmp_path):
+    x, y = data
+    model = new_model()
+    csv_path = tmp_path / "log.csv"
+    history = model.fit(x, y, batch_size=BATCH, epochs=2, verbose=0, callbacks=[
+        rule(), keras.callbacks.CSVLogger(str(csv_path)), keras.callbacks.TensorBoard(str(tmp_path / "tb"))])
+    keys = {"loss", "loss/worst"} | {f"{kind}/{t}" for kind in ("loss", "weight") for t in "abc"}
+    assert set(history.history) == keys
+    for epoch in range(2):
+        weights = [history.history[f"weight/{t}"][epoch] for t in "abc"]
+        assert sum(weights) == pytest.approx(1.0, abs=1e-5)
+        losses = [history.history[f"loss/{t}"][epoch] for t in "abc"]
+        assert history.history["loss/worst"][epoch] == pytest.approx(max(losses))
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    # CSVLogger adds empty val_ columns for any model; ours are all there.
+    assert len(rows) == 2 and keys | {"epoch"} <= set(rows[0])
+    assert float(rows[1]["weight/b"]) == pytest.approx(history.history["weight/b"][1])
+    from tensorboard.backend.event_processing import event_accumulator
+
+    train_dir = tmp_path / "tb" / "train"
+    events = event_accumulator.EventAccumulator(str(train_dir), size_guidance={"tensors": 0})
+    events.Reload()
+    assert {"epoch_weight/a", "epoch_loss/worst"} <= set(events.Tags()["tensors"])
+    assert os.listdir(train_dir)
