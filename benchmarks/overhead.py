@@ -13,8 +13,9 @@ K = 256, on two workloads:
   mask weights, one task id per masked position (shape [batch, 10]).
 
 Each backend uses its default jit settings (XLA on JAX, `tf.function` on
-TensorFlow, eager torch). Plain and minimax fits alternate for `--rounds`
-rounds so that the noise of a shared machine hits both alike. Each fit runs
+TensorFlow, eager torch). After one discarded warm-up round, plain and
+minimax fits alternate for `--rounds` rounds so that the noise of a shared
+machine hits both alike. Each fit runs
 `1 + --epochs` epochs; the first (compilation, warm-up) is dropped and every
 other epoch gives one sample, its wall time / steps, timed from
 `on_epoch_begin` to `on_epoch_end`. Epochs rather than batches: Keras
@@ -132,10 +133,12 @@ def measure(workload, num_tasks, rounds, epochs):
     minimax.compile(optimizer="adam", loss=loss)
 
     plain_times, minimax_times, ratios = [], [], []
-    for _ in range(rounds):
+    for round_ in range(1 + rounds):
         p = epoch_step_times(plain, plain_data, batch_size, epochs)
         m = epoch_step_times(minimax, minimax_data, batch_size, epochs,
                              [MirrorDescent(ExponentiatedGradient())])
+        if round_ == 0:
+            continue  # warm-up round: torch in particular is slow at first
         plain_times += p
         minimax_times += m
         ratios.append(statistics.median(m) / statistics.median(p))

@@ -124,7 +124,14 @@ class MinimaxModel(keras.Model):
         self.built = model.built
 
     def call(self, inputs, training=None):
-        return self.model(self._model_inputs(inputs), training=training)
+        try:
+            return self.model(self._model_inputs(inputs), training=training)
+        except (ValueError, TypeError) as error:
+            # Inputs left unmatched by a missing task key: say so, not only
+            # that the model's input structure does not match.
+            if isinstance(inputs, dict) and self.task_key not in inputs:
+                raise self._missing_key_error(inputs) from error
+            raise
 
     def _model_inputs(self, inputs):
         if self.task_key is None or not isinstance(inputs, dict):
@@ -207,14 +214,7 @@ class MinimaxModel(keras.Model):
     def _task_ids(self, x):
         key = self.task_key
         if not isinstance(x, dict) or key not in x:
-            got = sorted(x) if isinstance(x, dict) else type(x).__name__
-            raise KeyError(
-                f"MinimaxModel expects the task ids in x[{key!r}], but x has "
-                f"{'keys ' if isinstance(x, dict) else 'type '}{got}. Give x as a "
-                f"dict, e.g. {{'features': features, {key!r}: task_ids}}, set "
-                "`task_key` to the key that holds the ids, or use "
-                "`task_key=None` for one task per output."
-            )
+            raise self._missing_key_error(x)
         ids = x[key]
         dtype = keras.backend.standardize_dtype(ids.dtype)
         if "int" not in dtype:
@@ -224,6 +224,17 @@ class MinimaxModel(keras.Model):
                 "`tf.cast(ids, 'int32')`."
             )
         return ids
+
+    def _missing_key_error(self, x):
+        key = self.task_key
+        got = sorted(x) if isinstance(x, dict) else type(x).__name__
+        return KeyError(
+            f"MinimaxModel expects the task ids in x[{key!r}], but x has "
+            f"{'keys ' if isinstance(x, dict) else 'type '}{got}. Give x as a "
+            f"dict, e.g. {{'features': features, {key!r}: task_ids}}, set "
+            "`task_key` to the key that holds the ids, or use "
+            "`task_key=None` for one task per output."
+        )
 
     def _sums_per_output(self, y, y_pred, sample_weight):
         names = self.task_names

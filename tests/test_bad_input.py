@@ -1,0 +1,113 @@
+"""Bad input gets an error that names the problem and the fix; no state is lost."""
+
+import numpy as np
+import pytest
+
+import keras
+from keras_taskrobust import MinimaxModel
+from keras_taskrobust import rules
+from keras_taskrobust.callbacks import MirrorDescent
+from test_minimax_model import BATCH
+from test_minimax_model import K
+from test_minimax_model import linear
+from test_minimax_model import per_example_data
+from test_minimax_model import two_output_model
+
+
+@pytest.fixture(scope="module")
+def model():
+    model = MinimaxModel(linear(), num_tasks=K)
+    model.compile(optimizer="sgd", loss="mse")
+    return model
+
+
+@pytest.fixture(scope="module")
+def data():
+    x, y, ids, _ = per_example_data()
+    return x, y, ids
+
+
+@pytest.mark.parametrize("bad_id", [K, -1, 1000])
+def test_out_of_range_ids_raise_after_a_clean_stop(model, data, bad_id):
+    x, y, ids = data
+    ids = ids.copy()
+    ids[3 * BATCH + 1] = bad_id  # in the fourth batch
+    steps = int(model.task_step.numpy())
+    with pytest.raises(ValueError, match=r"1 task ids in x\['task_id'\] are outside \[0, 3\)"):
+        model.fit({"x": x, "task_id": ids}, y, batch_size=BATCH, epochs=3, shuffle=False, verbose=0,
+                  callbacks=[MirrorDescent()])
+    # Stopped at the offending batch; the state is intact and readable.
+    assert int(model.task_step.numpy()) == steps + 4
+    weights = model.task_weights.numpy()
+    assert np.all(np.isfinite(weights)) and weights.sum() == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(ValueError, match="outside"):
+        model.evaluate({"x": x, "task_id": ids}, y, batch_size=BATCH, verbose=0)
+
+
+def test_ignored_positions_may_hold_any_id(model, data):
+    x, y, ids = data
+    ids = ids.copy()
+    ids[0] = -1
+    sw = np.ones(len(ids), "float32")
+    sw[0] = 0.0
+    model.evaluate({"x": x, "task_id": ids}, y, sample_weight=sw, verbose=0)
+
+
+def test_float_ids(model, data):
+    x, y, ids = data
+    with pytest.raises(TypeError, match=r"must be integers in \[0, 3\).*float32.*astype"):
+        model.fit({"x": x, "task_id": ids.astype("float32")}, y, verbose=0)
+
+
+def test_missing_task_key(model, data):
+    x, y, ids = data
+    # JAX and torch build the model on the first batch and wrap the error.
+    with pytest.raises((KeyError, RuntimeError), match=r"x\['task_id'\].*keys \['features', 'group'\].*task_key"):
+        model.fit({"features": x, "group": ids}, y, verbose=0)
+    with pytest.raises(KeyError, match="type ndarray|type Tensor|type "):
+        model.fit(x, y, verbose=0)
+
+
+def test_num_tasks_does_not_match_outputs():
+    model = MinimaxModel(two_output_model(), num_tasks=3, task_key=None)
+    model.compile(loss="mse")
+    x = np.zeros((4, 3), "float32")
+    y = {"pixels": np.zeros((4, 2), "float32"), "edges": np.zeros((4, 1), "float32")}
+    with pytest.raises(ValueError, match=r"outputs are \['edges', 'pixels'\] but the tasks are"):
+        model.fit(x, y, verbose=0)
+    with pytest.raises(ValueError, match="num_tasks=2"):
+        MinimaxModel(two_output_model(), num_tasks=2, task_names=["a", "b", "c"])
+    with pytest.raises(ValueError, match="num_tasks=K"):
+        MinimaxModel(two_output_model())
+
+
+def test_nan_loss_stops_training_and_names_the_task(data):
+    x, y, ids = data
+    y = y.copy()
+    y[ids == 1] = np.nan
+    model = MinimaxModel(linear(), task_names=["a", "b", "c"])
+    model.compile(optimizer="sgd", loss="mse")
+    with pytest.warns(RuntimeWarning, match=r"Non-finite loss for task\(s\) \['b'\]"):
+        history = model.fit({"x": x, "task_id": ids}, y, batch_size=BATCH, epochs=5, verbose=0,
+                            callbacks=[MirrorDescent(rules.ExponentiatedGradient(step_size=1.0))])
+    assert len(history.history["loss"]) == 1
+    for name in ("task_weights", "loss_estimates"):
+        assert np.all(np.isfinite(getattr(model, name).numpy()))
+
+
+def test_mirror_descent_needs_a_minimax_model(data):
+    x, y, _ = data
+    plain = linear()
+    plain.compile(loss="mse")
+    with pytest.raises(TypeError, match="MinimaxModel"):
+        plain.fit(x, y, verbose=0, callbacks=[MirrorDescent()])
+    with pytest.raises(ValueError, match="update_every"):
+        MirrorDescent(update_every=0)
+
+
+def test_missing_loss(data):
+    x, y, ids = data
+    model = MinimaxModel(linear(), num_tasks=K)
+    model.compile(optimizer="sgd")
+    with pytest.raises(ValueError, match=r"compile\(loss=...\)"):
+        model.fit({"x": x, "task_id": ids}, y, verbose=0)
