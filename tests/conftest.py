@@ -12,13 +12,21 @@ import pytest  # noqa: E402
 BACKEND = keras.backend.backend()
 
 # (run_eagerly, jit_compile) settings each backend offers: compiled and eager.
-# torch's compiled mode (torch.compile) is excluded: Keras marks it experimental.
 STEP_MODES = {
     "jax": [(False, True), (True, False)],
     "tensorflow": [(False, True), (False, False), (True, False)],
     "torch": [(False, False)],
 }[BACKEND]
-STEP_MODE_IDS = [("eager" if e else "jit" if j else "graph") for e, j in STEP_MODES]
+# torch.compile takes about a minute per model here: one test uses it.
+TRAIN_MODES = STEP_MODES + ([(False, True)] if BACKEND == "torch" else [])
+
+
+def mode_ids(modes):
+    return [("eager" if e else "jit" if j else "graph") for e, j in modes]
+
+
+STEP_MODE_IDS = mode_ids(STEP_MODES)
+TRAIN_MODE_IDS = mode_ids(TRAIN_MODES)
 
 
 @pytest.fixture(autouse=True)

@@ -7,6 +7,8 @@ import keras
 import reference
 from conftest import STEP_MODE_IDS
 from conftest import STEP_MODES
+from conftest import TRAIN_MODE_IDS
+from conftest import TRAIN_MODES
 from keras_taskrobust import MinimaxModel
 from keras_taskrobust import rules
 from keras_taskrobust.callbacks import MirrorDescent
@@ -132,7 +134,8 @@ def simulate_training(x, y, ids, sw, kernel, bias, lr, eta, epochs):
     return np.array(trajectory), kernel, bias
 
 
-def test_training_trajectory_is_the_numpy_one():
+@pytest.mark.parametrize("run_eagerly,jit_compile", TRAIN_MODES, ids=TRAIN_MODE_IDS)
+def test_training_trajectory_is_the_numpy_one(run_eagerly, jit_compile):
     """Weights and parameters of a real training run match a NumPy simulation.
 
     The simulation is backend-free, so agreement to 1e-5 on every backend is
@@ -142,7 +145,7 @@ def test_training_trajectory_is_the_numpy_one():
     net = linear()
     kernel, bias = net.layers[0].get_weights()
     model = MinimaxModel(net, num_tasks=K)
-    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse", run_eagerly=run_eagerly, jit_compile=jit_compile)
     record = RecordWeights()
     model.fit({"x": x, "task_id": ids}, y, sample_weight=sw, batch_size=BATCH, epochs=3, shuffle=False,
               verbose=0, callbacks=[MirrorDescent(rules.ExponentiatedGradient(step_size=0.5)), record])
