@@ -51,6 +51,8 @@ CASES = {
     "uniform": (rules.Uniform(), {}),
     "eg": (rules.ExponentiatedGradient(step_size=0.5, adjustment=0.2, task_sizes=[10, 20, 30], average=0.5), {}),
     "eg_every2_warm3": (rules.ExponentiatedGradient(step_size=0.8), {"update_every": 2, "warmup_steps": 3}),
+    "eg_schedule": (rules.ExponentiatedGradient(
+        step_size=keras.optimizers.schedules.ExponentialDecay(1.0, decay_steps=2, decay_rate=0.5)), {"update_every": 3}),
     "softmax": (rules.Softmax(temperature=0.5, average=0.3), {}),
     "hard_max": (rules.HardMax(), {}),
 }
@@ -70,14 +72,14 @@ def reference_trajectory(rule_name, per_step_losses, per_step_counts):
         elif (step - warmup) % every == 0:
             n = (step - warmup) // every
             if isinstance(rule, rules.ExponentiatedGradient):
-                w = reference.exponentiated_gradient(w, est, rule.step_size, rule.adjustment, rule.task_sizes)
+                eta = 0.5 ** (n / 2) if callable(rule.step_size) else rule.step_size
+                w = reference.exponentiated_gradient(w, est, eta, rule.adjustment, rule.task_sizes)
             elif isinstance(rule, rules.Softmax):
                 w = reference.softmax(est, rule.temperature)
             elif isinstance(rule, rules.HardMax):
                 w = reference.hard_max(est)
             else:
                 w = np.full(K, 1.0 / K)
-            del n
         trajectory.append(w)
     return np.array(trajectory)
 

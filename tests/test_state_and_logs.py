@@ -78,6 +78,15 @@ def test_backup_and_restore_continues_the_same_trajectory(data, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         new_model().fit(x, y, batch_size=BATCH, epochs=4, shuffle=False, verbose=0,
                         callbacks=[rule(), backup, Interrupt()])
+    crashed = new_model()
+    with pytest.raises(KeyboardInterrupt):
+        crashed.fit(x, y, batch_size=BATCH, epochs=4, shuffle=False, verbose=0,
+                    callbacks=[rule(), Interrupt()])
+    # The interrupted fit's rule does not outlive it.
+    frozen = crashed.task_weights.numpy().copy()
+    crashed.fit(x, y, batch_size=BATCH, verbose=0)
+    np.testing.assert_array_equal(crashed.task_weights.numpy(), frozen)
+
     resumed_model = new_model()  # a fresh process would build a fresh model
     resumed = RecordEpochWeights()
     resumed_model.fit(x, y, batch_size=BATCH, epochs=4, shuffle=False, verbose=0,

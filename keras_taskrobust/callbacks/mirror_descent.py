@@ -16,8 +16,7 @@ class MirrorDescent(keras.callbacks.Callback):
     `ExponentiatedGradient`). The update runs inside the compiled training
     step on every backend, so it takes effect at every configured step (on
     JAX too, where the step is a stateless jitted function); the callback
-    only attaches the rule to the model when training begins and detaches
-    it at the end.
+    only attaches the rule to the model for the duration of the `fit` call.
 
     Step sizes and their schedules belong to the rule:
     `ExponentiatedGradient(step_size=keras.optimizers.schedules.ExponentialDecay(...))`
@@ -62,13 +61,7 @@ class MirrorDescent(keras.callbacks.Callback):
                 f"keras_taskrobust.MinimaxModel; got {type(model).__name__}. "
                 "Wrap the model: `MinimaxModel(model, num_tasks=K)`."
             )
-        self._previous = model.mirror_descent
+        # `MinimaxModel.fit` detaches the rule when the fit ends.
         model.mirror_descent = self
         # The rule is traced into the training step: rebuild it.
         model.make_train_function(force=True)
-
-    def on_train_end(self, logs=None):
-        model = self.model
-        model.mirror_descent = self._previous
-        # The next `fit` rebuilds its step without this rule.
-        model.train_function = None

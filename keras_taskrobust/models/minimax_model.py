@@ -281,7 +281,15 @@ class MinimaxModel(keras.Model):
         return logs
 
     def fit(self, *args, **kwargs):
-        return self._guarded(super().fit, 5, args, kwargs)
+        attached = self.mirror_descent
+        try:
+            return self._guarded(super().fit, 5, args, kwargs)
+        finally:
+            # A MirrorDescent callback attaches its rule for this fit only,
+            # however the fit ends (even interrupted).
+            if self.mirror_descent is not attached:
+                self.mirror_descent = attached
+                self.train_function = None
 
     def evaluate(self, *args, return_dict=False, **kwargs):
         logs = self._guarded(super().evaluate, 6, args, {**kwargs, "return_dict": True})
