@@ -10,6 +10,12 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 BACKEND = keras.backend.backend()
+if BACKEND == "torch":
+    import torch
+
+    # The test models are tiny: intra-op threads only add synchronisation,
+    # which turns into long waits when the two cores are busy.
+    torch.set_num_threads(1)
 
 # (run_eagerly, jit_compile) settings each backend offers: compiled and eager.
 STEP_MODES = {

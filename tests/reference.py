@@ -36,3 +36,27 @@ def group_losses(per_element, ids, weight, k):
     sums = np.array([(per_element * weight)[ids == t].sum() for t in range(k)])
     counts = np.array([weight[ids == t].sum() for t in range(k)])
     return np.divide(sums, counts, out=np.zeros(k), where=counts > 0), counts
+
+
+def linear_mse_task_gradients(x, y, ids, weight, kernel, bias, k):
+    """Rows: gradient of each task's weighted-mean MSE w.r.t. [kernel, bias]."""
+    pred = x @ kernel + bias
+    rows = []
+    for t in range(k):
+        w = weight * (ids == t)
+        d_pred = (w / max(w.sum(), 1e-12))[:, None] * 2 * (pred - y) / y.shape[1]
+        rows.append(np.concatenate([(x.T @ d_pred).ravel(), d_pred.sum(0)]))
+    return np.array(rows)
+
+
+def lookahead(w, losses, gram, lr, entropy, temperature, steps, damping):
+    """The Lookahead inner solver, written as mirror descent on the simplex."""
+    for _ in range(steps):
+        anticipated = losses - lr * gram @ w
+        p = softmax(anticipated, temperature)
+        # Mirror-descent step of size damping / entropy on
+        # smax(anticipated) - entropy * H(w).
+        gradient = -lr * gram @ p + entropy * (np.log(w) + 1)
+        w = w * np.exp(-(damping / entropy) * gradient)
+        w = w / w.sum()
+    return w

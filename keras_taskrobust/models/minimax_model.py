@@ -1,12 +1,13 @@
 """A Keras model trained on the worst of K task losses."""
 
-import copy
 import math
 import warnings
 
 import keras
 from keras import ops
+from keras import tree
 
+from keras_taskrobust import backend
 from keras_taskrobust.metrics.task_losses import TaskLosses
 from keras_taskrobust.models import task_groups
 from keras_taskrobust.rules.weighting_rule import WeightingRule
@@ -154,8 +155,12 @@ class MinimaxModel(keras.Model):
         estimates = ops.copy(self.loss_estimates.value)
         seen = self.task_counts.value > 0
         if training:
+            rule = self.mirror_descent and self.mirror_descent.rule
+            gram = None
+            if rule is not None and rule.needs_gradients:
+                gram = self._task_gram(x, y, y_pred, sample_weight, rule)
             weights, estimates = self._update_task_state(
-                weights, estimates, ops.stop_gradient(batch_losses), present, seen, finite, counts
+                weights, estimates, ops.stop_gradient(batch_losses), present, seen, finite, counts, gram
             )
         # Absent tasks contribute their (constant) estimate to the reported
         # objective and nothing to the gradient.
@@ -166,7 +171,7 @@ class MinimaxModel(keras.Model):
             loss = loss + ops.sum(ops.stack([self._aggregate_additional_loss(l) for l in self.losses]))
         return loss
 
-    def _update_task_state(self, weights, estimates, batch_losses, present, seen, finite, counts):
+    def _update_task_state(self, weights, estimates, batch_losses, present, seen, finite, counts, gram=None):
         """Runs the weight rule (if any) and writes the new state variables."""
         descent = self.mirror_descent
         step = ops.copy(self.task_step.value)
@@ -180,7 +185,8 @@ class MinimaxModel(keras.Model):
             warm = step >= descent.warmup_steps
             updates = ops.maximum(step - descent.warmup_steps, 0)
             due = ops.logical_and(warm, updates % descent.update_every == 0)
-            proposed = rule.update(weights, new_estimates, updates // descent.update_every)
+            extra = {"gram": gram} if rule.needs_gradients else {}
+            proposed = rule.update(weights, new_estimates, updates // descent.update_every, **extra)
             uniform = ops.ones_like(weights) / float(self.num_tasks)
             new_weights = ops.where(due, proposed, ops.where(warm, weights, uniform))
         # A non-finite loss changes nothing: the weights stay finite and the
@@ -193,14 +199,65 @@ class MinimaxModel(keras.Model):
         self.task_step.assign(step + 1)
         return new_weights, new_estimates
 
-    def _task_sums(self, x, y, y_pred, sample_weight):
+    def _task_gram(self, x, y, y_pred, sample_weight, rule):
+        """`G`, the K x K inner products of the task-loss gradients."""
+        variables = self._gradient_variables(rule.layers)
+        inputs = self._model_inputs(x)
+
+        def task_losses(y_pred):
+            if not rule.split_batch:
+                sums, counts, _ = self._task_sums(x, y, y_pred, sample_weight)
+                return sums / ops.maximum(counts, 1e-12)
+            # Task losses on the even and on the odd examples: [2K].
+            first = tree.flatten(y_pred)[0]
+            parity = ops.arange(ops.shape(first)[0]) % 2
+            halves = []
+            for half in (0, 1):
+                mask = ops.cast(parity == half, "float32")
+                sums, counts, _ = self._task_sums(x, y, y_pred, sample_weight, mask)
+                halves.append(sums / ops.maximum(counts, 1e-12))
+            return ops.concatenate(halves)
+
+        def rerun(values):
+            """The task losses from a forward pass at `values` of `variables`."""
+            by_id = {id(v): value for v, value in zip(variables, values)}
+            trainable = [by_id.get(id(v), v.value) for v in self.model.trainable_variables]
+            non_trainable = [v.value for v in self.model.non_trainable_variables]
+            y_pred, _ = self.model.stateless_call(trainable, non_trainable, inputs, training=True)
+            return task_losses(y_pred)
+
+        jacobian = backend.task_gradients(task_losses(y_pred), rerun, variables)
+        if rule.split_batch:
+            a, b = jacobian[: self.num_tasks], jacobian[self.num_tasks :]
+            gram = ops.matmul(a, ops.transpose(b))
+            gram = 0.5 * (gram + ops.transpose(gram))
+        else:
+            gram = ops.matmul(jacobian, ops.transpose(jacobian))
+        return ops.stop_gradient(gram)
+
+    def _gradient_variables(self, layer_names):
+        if layer_names is None:
+            return self.model.trainable_variables
+        layers = {layer.name: layer for layer in self.model._flatten_layers(include_self=False)}
+        missing = [name for name in layer_names if name not in layers]
+        if missing:
+            raise ValueError(
+                f"Lookahead(layers={layer_names}): no layer named {missing} in the "
+                f"wrapped model. Its layers are {sorted(layers)}."
+            )
+        variables = [v for name in layer_names for v in layers[name].trainable_variables]
+        if not variables:
+            raise ValueError(f"Lookahead(layers={layer_names}): these layers have no trainable weights.")
+        return variables
+
+    def _task_sums(self, x, y, y_pred, sample_weight, example_mask=None):
         if self.loss is None:
             raise ValueError(
                 "MinimaxModel needs a loss: call `model.compile(loss=...)` with "
                 "the per-element loss to split into tasks."
             )
         if self.task_key is None:
-            return self._sums_per_output(y, y_pred, sample_weight)
+            return self._sums_per_output(y, y_pred, sample_weight, example_mask)
         task_ids = self._task_ids(x)
         loss_fn = _unreduced(self.loss)
         if isinstance(y_pred, (dict, list, tuple)):
@@ -209,7 +266,7 @@ class MinimaxModel(keras.Model):
                 "for one task per output pass `task_key=None`."
             )
         losses = loss_fn(y, y_pred)
-        return task_groups.sums_by_task_id(losses, task_ids, sample_weight, self.num_tasks)
+        return task_groups.sums_by_task_id(losses, task_ids, sample_weight, self.num_tasks, example_mask)
 
     def _task_ids(self, x):
         key = self.task_key
@@ -236,7 +293,7 @@ class MinimaxModel(keras.Model):
             "`task_key=None` for one task per output."
         )
 
-    def _sums_per_output(self, y, y_pred, sample_weight):
+    def _sums_per_output(self, y, y_pred, sample_weight, example_mask=None):
         names = self.task_names
         if isinstance(y_pred, dict):
             if sorted(y_pred) != sorted(names):
@@ -267,7 +324,8 @@ class MinimaxModel(keras.Model):
         for k, name in enumerate(outputs):
             loss_fn = _unreduced(pick(losses, name, k) if isinstance(losses, (dict, list, tuple)) else losses)
             weight = None if sample_weight is None else pick(sample_weight, name, k)
-            s, c = task_groups.sums_of_output(loss_fn(pick(y, name, k), pick(y_pred, name, k)), weight)
+            losses_k = loss_fn(pick(y, name, k), pick(y_pred, name, k))
+            s, c = task_groups.sums_of_output(losses_k, weight, example_mask)
             sums.append(s)
             counts.append(c)
         return ops.stack(sums), ops.stack(counts), 0
@@ -390,10 +448,17 @@ class _TaskGuard(keras.callbacks.Callback):
 
 
 def _unreduced(loss):
-    """A per-element version of a Keras loss (string, function or `Loss`)."""
-    loss = keras.losses.get(loss)
-    if isinstance(loss, keras.losses.Loss):
-        loss = copy.copy(loss)
-        loss.reduction = None
-    return loss
+    """A per-element version of a Keras loss (string, function or `Loss`).
 
+    A `Loss`'s `call` is its unreduced form; `__call__` adds the dtype
+    conversion done here and the reduction we do per task instead.
+    """
+    loss = keras.losses.get(loss)
+    if not isinstance(loss, keras.losses.Loss):
+        return loss
+
+    def per_element(y_true, y_pred):
+        convert = lambda t: ops.convert_to_tensor(t, dtype=loss.dtype)
+        return loss.call(tree.map_structure(convert, y_true), tree.map_structure(convert, y_pred))
+
+    return per_element

@@ -27,7 +27,22 @@ def expand_to(tensor, like, what):
     return ops.broadcast_to(tensor, ops.shape(like))
 
 
-def sums_by_task_id(losses, task_ids, sample_weight, num_tasks):
+def element_weights(losses, sample_weight, example_mask=None):
+    """Per-element weights with the shape of `losses`.
+
+    `sample_weight` (or 1) times `example_mask`, a `[batch]` 0/1 selection of
+    examples (or `None` for all of them).
+    """
+    if sample_weight is None:
+        weight = ops.ones_like(losses, dtype="float32")
+    else:
+        weight = ops.cast(expand_to(sample_weight, losses, "Sample weights"), "float32")
+    if example_mask is not None:
+        weight = weight * ops.cast(expand_to(example_mask, losses, "Example mask"), "float32")
+    return weight
+
+
+def sums_by_task_id(losses, task_ids, sample_weight, num_tasks, example_mask=None):
     """Per-task weighted loss sums and weight counts from task ids.
 
     Args:
@@ -35,6 +50,7 @@ def sums_by_task_id(losses, task_ids, sample_weight, num_tasks):
         task_ids: int tensor, with the shape of `losses` or a prefix of it.
         sample_weight: float tensor broadcastable the same way, or `None`.
         num_tasks: K, a Python int.
+        example_mask: optional `[batch]` 0/1 tensor selecting examples.
 
     Returns:
         `(sums, counts, invalid)`: float `[K]` sums of `weight * loss`, float
@@ -42,11 +58,7 @@ def sums_by_task_id(losses, task_ids, sample_weight, num_tasks):
         weight whose id lies outside `[0, K)` (those are left out of both).
     """
     ids = ops.reshape(expand_to(task_ids, losses, "Task ids"), (-1,))
-    if sample_weight is None:
-        weight = ops.ones_like(ids, dtype="float32")
-    else:
-        weight = expand_to(sample_weight, losses, "Sample weights")
-        weight = ops.reshape(ops.cast(weight, "float32"), (-1,))
+    weight = ops.reshape(element_weights(losses, sample_weight, example_mask), (-1,))
     losses = ops.reshape(ops.cast(losses, "float32"), (-1,))
     valid = ops.logical_and(ids >= 0, ids < num_tasks)
     weighted = weight > 0
@@ -60,12 +72,9 @@ def sums_by_task_id(losses, task_ids, sample_weight, num_tasks):
     return sums, counts, invalid
 
 
-def sums_of_output(losses, sample_weight):
+def sums_of_output(losses, sample_weight, example_mask=None):
     """Weighted loss sum and weight count of one output (one task)."""
+    weight = element_weights(losses, sample_weight, example_mask)
     losses = ops.cast(losses, "float32")
-    if sample_weight is None:
-        weight = ops.ones_like(losses)
-    else:
-        weight = ops.cast(expand_to(sample_weight, losses, "Sample weights"), "float32")
     contribution = ops.where(weight > 0, weight * losses, 0.0)
     return ops.sum(contribution), ops.sum(weight)

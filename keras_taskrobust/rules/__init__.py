@@ -2,6 +2,7 @@
 
 from keras_taskrobust.rules.exponentiated_gradient import ExponentiatedGradient
 from keras_taskrobust.rules.hard_max import HardMax
+from keras_taskrobust.rules.lookahead import Lookahead
 from keras_taskrobust.rules.softmax import Softmax
 from keras_taskrobust.rules.uniform import Uniform
 from keras_taskrobust.rules.weighting_rule import WeightingRule
@@ -11,6 +12,7 @@ _RULES = {
     "exponentiated_gradient": ExponentiatedGradient,
     "softmax": Softmax,
     "hard_max": HardMax,
+    "lookahead": Lookahead,
 }
 
 

@@ -28,6 +28,10 @@ class WeightingRule:
             the last batch's group losses. Defaults to `0.0`.
     """
 
+    # True for rules whose `update` takes `gram`, the K x K inner products of
+    # the task gradients (`MinimaxModel` then computes it in the step).
+    needs_gradients = False
+
     def __init__(self, average=0.0):
         if not 0.0 <= average < 1.0:
             raise ValueError(
