@@ -40,7 +40,7 @@ RULES = {
     "ERM (Uniform)": lambda: None,
     "ExponentiatedGradient": lambda: rules.ExponentiatedGradient(step_size=0.05),
     "Softmax": lambda: rules.Softmax(temperature=0.1),
-    "Lookahead": lambda: rules.Lookahead(layers=["trunk2"]),
+    "Lookahead": lambda: rules.Lookahead(representation="trunk2"),
 }
 RESULTS = pathlib.Path(__file__).parent / "RESULTS.md"
 SECTION = "## DRO failure cases (issue 3)"

@@ -66,14 +66,14 @@ def network():
 ## Three trainings, one budget
 
 The average loss (ERM), exponentiated gradient (Group DRO), and Lookahead
-with `G` computed on the weights of the last shared layer, `trunk2` (cheap:
-only the head is differentiated per task).
+with `G` computed on the shared representation, the output of `trunk2`
+(cheap: only the head is differentiated per task).
 """
 
 runs = {
     "ERM": None,
     "ExponentiatedGradient": rules.ExponentiatedGradient(step_size=0.05),
-    "Lookahead": rules.Lookahead(layers=["trunk2"]),
+    "Lookahead": rules.Lookahead(representation="trunk2"),
 }
 histories, accuracy = {}, {}
 for label, rule in runs.items():
@@ -125,8 +125,10 @@ and the learnable tasks train as well as under the average loss.
 ## Options
 
 `Lookahead(learning_rate, entropy, temperature, inner_steps,
-inner_step_size, layers, split_batch)`: `layers=None` computes `G` on all
-trainable weights (exact, but one backward pass per task and half-batch);
+inner_step_size, layers, representation, split_batch)`: by default `G` is
+computed on all trainable weights (exact, but one backward pass per task and
+half-batch); `layers=[...]` restricts it to some layers' weights and
+`representation="name"` uses a layer's output instead (the cheapest);
 `entropy` trades robustness (small) against staying close to the average
 loss (large). See `benchmarks/RESULTS.md` for the failure-case benchmark
 over several seeds and the step-time cost.

@@ -113,7 +113,7 @@ def test_noisy_task_case():
                                                num_features=6, seed=0)
     results = {}
     for name, rule in [("erm", None), ("eg", rules.ExponentiatedGradient(step_size=0.05)),
-                       ("lookahead", rules.Lookahead(layers=["trunk2"]))]:
+                       ("lookahead", rules.Lookahead(representation="trunk2"))]:
         keras.utils.set_random_seed(0)
         model = MinimaxModel(noisy_task_case_network(k, 6), num_tasks=k)
         model.compile(optimizer=keras.optimizers.Adam(3e-3),
@@ -128,3 +128,39 @@ def test_noisy_task_case():
     # Lookahead matches ERM on the worst learnable task; 0.015 is the seed-to-seed
     # spread of that accuracy here (benchmarks/RESULTS.md has the several-seed figures).
     assert results["lookahead"][0].min() >= results["erm"][0].min() - 0.015
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_gram_on_the_representation_matches_numpy(split):
+    """G from the gradient of a per-feature shift of a hidden layer's output."""
+    x, y, ids, sw = per_example_data()
+    xb, yb, ib, wb = x[8:24], y[8:24], ids[8:24], sw[8:24]
+    net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="tanh", name="hidden"),
+                            keras.layers.Dense(2, name="out")])
+    model = MinimaxModel(net, num_tasks=K)
+    model.compile(loss="mse")
+    rule = rules.Lookahead(representation="hidden", split_batch=split)
+    model.mirror_descent = MirrorDescent(rule)  # what fit does, for a direct call
+    inputs = {"x": xb, "task_id": ib}
+    gram = model._task_gram(inputs, yb, model(inputs, training=True), wb, rule)
+    model.mirror_descent = None
+
+    (w1, b1), (w2, b2) = net.layers[0].get_weights(), net.layers[1].get_weights()
+    pred = np.tanh(xb @ w1 + b1) @ w2 + b2
+
+    def rows(weight):
+        out = []
+        for t in range(K):
+            w = weight * (ib == t)
+            d_pred = (w / max(w.sum(), 1e-12))[:, None] * 2 * (pred - yb) / yb.shape[1]
+            out.append((d_pred @ w2.T).sum(0))
+        return np.array(out)
+
+    if split:
+        even = np.arange(16) % 2 == 0
+        a, b = rows(wb * even), rows(wb * ~even)
+        expected = 0.5 * (a @ b.T + b @ a.T)
+    else:
+        j = rows(wb)
+        expected = j @ j.T
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(gram), expected, rtol=1e-4, atol=1e-7)

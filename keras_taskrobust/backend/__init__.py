@@ -1,12 +1,13 @@
 """The little that differs between backends: per-task gradients.
 
-Each module defines `task_gradients(losses, loss_fn, variables)`, returning
+Each module defines `task_gradients(losses, loss_fn, values)`, returning
 the `[n, P]` matrix whose row `k` is the gradient of `losses[k]` with respect
-to `variables` (flattened and concatenated). `losses` is the `[n]` tensor
-already computed in the training step; `loss_fn(values)` recomputes it from
-the variables' values, for backends that cannot differentiate the step's own
-graph a second time (JAX, whose step is itself under `jax.grad`, and eager
-TensorFlow, whose tape belongs to the trainer).
+to `values` (flattened and concatenated): tensors of the training step, such
+as variables' values or a layer's output. `losses` is the `[n]` tensor
+already computed in the step; `loss_fn(values)` recomputes it from `values`,
+for backends that cannot differentiate the step's own graph a second time
+(JAX, whose step is itself under `jax.grad`, and eager TensorFlow, whose tape
+belongs to the trainer).
 """
 
 import keras

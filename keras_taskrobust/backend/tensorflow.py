@@ -8,8 +8,7 @@ def _flatten(gradients, variables):
     )
 
 
-def task_gradients(losses, loss_fn, variables):
-    values = [v.value for v in variables]
+def task_gradients(losses, loss_fn, values):
     n = losses.shape[0]
     if not tf.executing_eagerly():
         # In a tf.function the step's graph can be differentiated again.

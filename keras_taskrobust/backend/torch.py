@@ -1,14 +1,17 @@
 import torch
 
 
-def task_gradients(losses, loss_fn, variables):
-    # Eager autograd: differentiate the step's own graph, keeping it for
-    # the trainer's backward pass.
-    values = [v.value for v in variables]
-    rows = []
-    for k in range(losses.shape[0]):
-        gradients = torch.autograd.grad(losses[k], values, retain_graph=True, allow_unused=True)
-        rows.append(
-            torch.cat([(torch.zeros_like(v) if g is None else g).reshape(-1) for g, v in zip(gradients, values)])
-        )
-    return torch.stack(rows)
+def task_gradients(losses, loss_fn, values):
+    # Eager autograd: differentiate the step's own graph (all rows in one
+    # vmapped backward pass), keeping it for the trainer's backward pass.
+    del loss_fn
+    n = losses.shape[0]
+    gradients = torch.autograd.grad(
+        losses, values, grad_outputs=torch.eye(n, dtype=losses.dtype, device=losses.device),
+        retain_graph=True, allow_unused=True, is_grads_batched=True,
+    )
+    return torch.cat(
+        [(torch.zeros((n, *v.shape), dtype=v.dtype, device=v.device) if g is None else g).reshape(n, -1)
+         for g, v in zip(gradients, values)],
+        dim=1,
+    )

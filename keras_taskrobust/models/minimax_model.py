@@ -126,6 +126,15 @@ class MinimaxModel(keras.Model):
 
     def call(self, inputs, training=None):
         try:
+            rule = self.mirror_descent and self.mirror_descent.rule
+            representation = getattr(rule, "representation", None)
+            if training and representation is not None:
+                # Lookahead differentiates the task losses with respect to
+                # this layer's output: run the model in two parts, keep it.
+                trunk, head = self._split_at(representation)
+                features = trunk(self._model_inputs(inputs), training=training)
+                object.__setattr__(self, "_representation", features)
+                return head(features, training=training)
             return self.model(self._model_inputs(inputs), training=training)
         except (ValueError, TypeError) as error:
             # Inputs left unmatched by a missing task key: say so, not only
@@ -199,9 +208,26 @@ class MinimaxModel(keras.Model):
         self.task_step.assign(step + 1)
         return new_weights, new_estimates
 
+    def _split_at(self, name):
+        """`(trunk, head)`: the wrapped model cut at layer `name`'s output."""
+        cache = self.__dict__.setdefault("_splits", {})  # untracked: no new weights
+        if name not in cache:
+            layers = {layer.name: layer for layer in self.model._flatten_layers(include_self=False)}
+            if name not in layers or not hasattr(self.model, "inputs"):
+                raise ValueError(
+                    f"Lookahead(representation={name!r}) needs a functional or "
+                    f"Sequential model with a layer of that name; its layers are "
+                    f"{sorted(layers)}."
+                )
+            output = layers[name].output
+            cache[name] = (
+                keras.Model(self.model.inputs, output),
+                keras.Model(output, self.model.outputs),
+            )
+        return cache[name]
+
     def _task_gram(self, x, y, y_pred, sample_weight, rule):
         """`G`, the K x K inner products of the task-loss gradients."""
-        variables = self._gradient_variables(rule.layers)
         inputs = self._model_inputs(x)
 
         def task_losses(y_pred):
@@ -218,15 +244,28 @@ class MinimaxModel(keras.Model):
                 halves.append(sums / ops.maximum(counts, 1e-12))
             return ops.concatenate(halves)
 
-        def rerun(values):
-            """The task losses from a forward pass at `values` of `variables`."""
-            by_id = {id(v): value for v, value in zip(variables, values)}
-            trainable = [by_id.get(id(v), v.value) for v in self.model.trainable_variables]
-            non_trainable = [v.value for v in self.model.non_trainable_variables]
-            y_pred, _ = self.model.stateless_call(trainable, non_trainable, inputs, training=True)
-            return task_losses(y_pred)
+        if rule.representation is not None:
+            # Gradients with respect to the layer's output, summed over the
+            # batch: the gradient of a per-feature shift of the representation.
+            features = self._representation
+            head = self._split_at(rule.representation)[1]
+            rerun = lambda values: task_losses(head(values[0], training=True))
+            jacobian = backend.task_gradients(task_losses(y_pred), rerun, [features])
+            n = jacobian.shape[0]
+            jacobian = ops.sum(ops.reshape(jacobian, (n, ops.shape(features)[0], -1)), axis=1)
+        else:
+            variables = self._gradient_variables(rule.layers)
 
-        jacobian = backend.task_gradients(task_losses(y_pred), rerun, variables)
+            def rerun(values):
+                """The task losses from a forward pass at `values` of `variables`."""
+                by_id = {id(v): value for v, value in zip(variables, values)}
+                trainable = [by_id.get(id(v), v.value) for v in self.model.trainable_variables]
+                non_trainable = [v.value for v in self.model.non_trainable_variables]
+                y_pred, _ = self.model.stateless_call(trainable, non_trainable, inputs, training=True)
+                return task_losses(y_pred)
+
+            values = [v.value for v in variables]
+            jacobian = backend.task_gradients(task_losses(y_pred), rerun, values)
         if rule.split_batch:
             a, b = jacobian[: self.num_tasks], jacobian[self.num_tasks :]
             gram = ops.matmul(a, ops.transpose(b))

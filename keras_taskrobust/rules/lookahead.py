@@ -49,10 +49,17 @@ class Lookahead(WeightingRule):
     and so favours exactly the noisy tasks.
 
     `MinimaxModel` computes the task gradients with the backend's autodiff
-    (`keras_taskrobust.backend`), on all trainable weights of the wrapped
-    model or only on those of the layers named in `layers` -- for example the
-    last shared layer, which is much cheaper: only the layers above it are
-    differentiated.
+    (`keras_taskrobust.backend`) on one of:
+
+    - all trainable weights of the wrapped model (the default: exact, and
+      one backward pass per task and half-batch);
+    - the trainable weights of the layers named in `layers`: only the
+      layers above them are differentiated;
+    - the shared representation, the output of the layer named in
+      `representation` (functional and Sequential models): `g_k` is the
+      gradient of task k's loss with respect to a per-feature shift of that
+      output, `sum_i dL_k / dh_i`. Only the layers above it are
+      differentiated and the vectors are short: the cheapest choice.
 
     Args:
         learning_rate: `lr`, the step size of the anticipated update. Defaults
@@ -64,9 +71,10 @@ class Lookahead(WeightingRule):
         inner_step_size: `s`, the damping of those iterations, in `(0, 1]`
             (1 jumps to the fixed point of the current `p`). Defaults to
             `0.5`.
-        layers: `None` for all trainable weights of the wrapped model, or a
-            list of layer names whose trainable weights carry `G`.
+        layers: a list of layer names whose trainable weights carry `G`.
             Defaults to `None`.
+        representation: the name of the layer whose output carries `G`.
+            Defaults to `None`. With neither, `G` uses all trainable weights.
         split_batch: estimate `G` from two halves of the batch. Defaults to
             `True`.
         average: decay of the running average `Lbar` of the group losses
@@ -92,6 +100,7 @@ class Lookahead(WeightingRule):
         inner_steps=5,
         inner_step_size=0.5,
         layers=None,
+        representation=None,
         split_batch=True,
         average=0.0,
     ):
@@ -106,12 +115,15 @@ class Lookahead(WeightingRule):
             )
         if isinstance(layers, str):
             layers = [layers]
+        if layers is not None and representation is not None:
+            raise ValueError("Give Lookahead `layers` or `representation`, not both.")
         self.learning_rate = float(learning_rate)
         self.entropy = float(entropy)
         self.temperature = float(temperature)
         self.inner_steps = int(inner_steps)
         self.inner_step_size = float(inner_step_size)
         self.layers = None if layers is None else list(layers)
+        self.representation = representation
         self.split_batch = bool(split_batch)
 
     def update(self, weights, estimates, step, gram=None):
@@ -137,6 +149,7 @@ class Lookahead(WeightingRule):
             "inner_steps": self.inner_steps,
             "inner_step_size": self.inner_step_size,
             "layers": self.layers,
+            "representation": self.representation,
             "split_batch": self.split_batch,
             **super().get_config(),
         }

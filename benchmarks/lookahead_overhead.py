@@ -1,0 +1,105 @@
+"""Step time of Lookahead against ExponentiatedGradient, at K = 8.
+
+The MLP workload of `overhead.py` (64 inputs, Dense(256) x 2, 10 classes,
+batch 256, one task id per example), trained by `MinimaxModel` with
+`MirrorDescent(ExponentiatedGradient())`, and with `Lookahead` computing `G`
+on the shared representation (the output of `hidden_2`), on the weights of
+`hidden_2`, and on all trainable weights. The three fits
+alternate for `--rounds` rounds after a warm-up round; each gives `--epochs`
+timed epochs (see `overhead.py`). Reported: median ms/step and the ratio
+of the medians to ExponentiatedGradient's. Target: at most 1.5 with `G` on
+the shared representation.
+
+Usage:
+
+    python benchmarks/lookahead_overhead.py --all
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from overhead import epoch_step_times
+
+BACKENDS = ("jax", "tensorflow", "torch")
+K = 8
+
+
+def variants():
+    from keras_taskrobust import rules
+
+    return {
+        "ExponentiatedGradient": rules.ExponentiatedGradient(),
+        "Lookahead (representation hidden_2)": rules.Lookahead(representation="hidden_2"),
+        "Lookahead (hidden_2 weights)": rules.Lookahead(layers=["hidden_2"]),
+        "Lookahead (all weights)": rules.Lookahead(),
+    }
+
+
+def measure(rounds, epochs):
+    import keras
+    from keras_taskrobust import MinimaxModel
+    from keras_taskrobust.callbacks import MirrorDescent
+
+    rng = np.random.default_rng(0)
+    n = 256 * 32
+    data = {
+        "x": {"features": rng.normal(size=(n, 64)).astype("float32"),
+              "task_id": rng.integers(0, K, n).astype("int32")},
+        "y": rng.integers(0, 10, n).astype("int32"),
+    }
+    models = {}
+    for name, rule in variants().items():
+        keras.utils.set_random_seed(0)
+        net = keras.Sequential([
+            keras.Input((64,)),
+            keras.layers.Dense(256, activation="relu", name="hidden_1"),
+            keras.layers.Dense(256, activation="relu", name="hidden_2"),
+            keras.layers.Dense(10, activation="softmax", name="output"),
+        ])
+        model = MinimaxModel(net, num_tasks=K)
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        models[name] = (model, rule)
+    times = {name: [] for name in models}
+    for round_ in range(1 + rounds):
+        for name, (model, rule) in models.items():
+            t = epoch_step_times(model, data, 256, epochs, [MirrorDescent(rule)])
+            if round_:
+                times[name] += t
+    base = statistics.median(times["ExponentiatedGradient"])
+    for name, t in times.items():
+        print(json.dumps({"backend": keras.backend.backend(), "rule": name,
+                          "ms": 1e3 * statistics.median(t), "ratio": statistics.median(t) / base}), flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--all", action="store_true", help="run every backend in a subprocess")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=2)
+    args = parser.parse_args()
+    if not args.all:
+        measure(args.rounds, args.epochs)
+        return
+    rows = []
+    for backend in BACKENDS:
+        start = time.perf_counter()
+        out = subprocess.run(
+            [sys.executable, __file__, "--rounds", str(args.rounds), "--epochs", str(args.epochs)],
+            env={**os.environ, "KERAS_BACKEND": backend}, stdout=subprocess.PIPE, check=True, text=True,
+        ).stdout
+        rows += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        print(f"{backend}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    print("| backend | rule | ms/step | ratio to ExponentiatedGradient |\n|---|---|---:|---:|")
+    for r in rows:
+        print(f"| {r['backend']} | {r['rule']} | {r['ms']:.2f} | {r['ratio']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
