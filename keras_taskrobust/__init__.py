@@ -3,6 +3,7 @@
 from keras_taskrobust import callbacks
 from keras_taskrobust import metrics
 from keras_taskrobust import rules
+from keras_taskrobust.callbacks import DownstreamTask
 from keras_taskrobust.models import MinimaxModel
 
 __version__ = "0.1.0"

@@ -1,1 +1,3 @@
+from keras_taskrobust.callbacks.downstream_suite import DownstreamSuite
+from keras_taskrobust.callbacks.downstream_task import DownstreamTask
 from keras_taskrobust.callbacks.mirror_descent import MirrorDescent
