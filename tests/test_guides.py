@@ -14,7 +14,8 @@ GUIDES = sorted((pathlib.Path(__file__).parent.parent / "guides").glob("*.py"))
 def test_guide_runs(guide, tmp_path):
     result = subprocess.run(
         [sys.executable, str(guide)], cwd=tmp_path, capture_output=True, text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}, timeout=600,
+        # One torch thread, as in conftest: the guides' models are tiny.
+        env={"OMP_NUM_THREADS": "1", **os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
 
