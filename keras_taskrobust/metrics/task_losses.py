@@ -1,18 +1,28 @@
 """Per-task loss and weight tracking for logs and `History`."""
 
 import keras
+import numpy as np
 from keras import ops
+
+# Per-step logs carry the K losses and weights as two vectors under these
+# keys, not as 2K scalars: Keras converts every log entry to a float after
+# every batch, and TF's graph optimiser chokes on a step with 2K outputs.
+# `expand_task_logs` turns them into `loss/<task>` and `weight/<task>`.
+LOSSES_KEY = "_task_losses"
+WEIGHTS_KEY = "_task_weights"
 
 
 @keras.saving.register_keras_serializable(package="keras_taskrobust")
 class TaskLosses(keras.metrics.Metric):
     """Tracks each task's loss and weight over an epoch.
 
-    `result()` is a dict with, for every task name `t`, `loss/t` (the mean
-    per-element loss of task `t` over the epoch, sample weights respected)
-    and `weight/t` (its current weight), plus `loss/worst`, the largest task
-    loss. A task absent from every batch of the epoch reports its last loss
-    estimate instead of a fake 0 or a NaN.
+    It reports, for every task name `t`, `loss/t` (the mean per-element loss
+    of task `t` over the epoch, sample weights respected) and `weight/t` (its
+    current weight), plus `loss/worst`, the largest task loss. A task absent
+    from every batch of the epoch reports its last loss estimate instead of a
+    fake 0 or a NaN. `result()` holds the per-task values as two `[K]`
+    vectors; `expand_task_logs` spreads them into those keys, which
+    `MinimaxModel` does before any callback sees the logs.
 
     `MinimaxModel` creates and updates it; its variables are ordinary metric
     variables, so they reset each epoch and reach `logs` on every backend.
@@ -48,12 +58,22 @@ class TaskLosses(keras.metrics.Metric):
 
     def result(self):
         losses = self.task_loss_values()
-        logs = {"loss/worst": ops.max(losses)}
-        for name, value in zip(self.task_names, ops.unstack(losses)):
-            logs[f"loss/{name}"] = value
-        for name, value in zip(self.task_names, ops.unstack(self.weights_now.value)):
-            logs[f"weight/{name}"] = value
-        return logs
+        return {
+            "loss/worst": ops.max(losses),
+            LOSSES_KEY: losses,
+            WEIGHTS_KEY: ops.convert_to_tensor(self.weights_now),
+        }
 
     def get_config(self):
         return {"task_names": self.task_names, **super().get_config()}
+
+
+def expand_task_logs(logs, task_names, prefix=""):
+    """Replaces the `[K]` vectors in `logs` by one float per task, in place."""
+    for key, kind in ((LOSSES_KEY, "loss"), (WEIGHTS_KEY, "weight")):
+        values = logs.pop(prefix + key, None)
+        if values is not None:
+            values = np.asarray(keras.ops.convert_to_numpy(values), dtype="float64")
+            for name, value in zip(task_names, values):
+                logs[f"{prefix}{kind}/{name}"] = float(value)
+    return logs

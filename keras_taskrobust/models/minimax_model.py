@@ -9,6 +9,7 @@ from keras import tree
 
 from keras_taskrobust import backend
 from keras_taskrobust.metrics.task_losses import TaskLosses
+from keras_taskrobust.metrics.task_losses import expand_task_logs
 from keras_taskrobust.models import task_groups
 from keras_taskrobust.rules.weighting_rule import WeightingRule
 
@@ -391,6 +392,7 @@ class MinimaxModel(keras.Model):
     def evaluate(self, *args, return_dict=False, **kwargs):
         logs = self._guarded(super().evaluate, 6, args, {**kwargs, "return_dict": True})
         logs.pop(_INVALID_IDS_KEY, None)
+        expand_task_logs(logs, self.task_names)
         return logs if return_dict else self._flatten_metrics_in_order(logs)
 
     def _guarded(self, run, callbacks_position, args, kwargs):
@@ -430,12 +432,15 @@ class MinimaxModel(keras.Model):
 
 
 class _TaskGuard(keras.callbacks.Callback):
-    """Stops `fit` cleanly on invalid task ids or a non-finite task loss.
+    """Turns the step's internal logs into user logs; stops on bad input.
 
-    A compiled step cannot raise, so the step reports the number of invalid
-    ids in its logs; this callback removes that entry, stops the loop (so the
-    model state is synced on every backend) and `MinimaxModel` raises after.
-    It holds the model directly: `self.model` would sync JAX state each batch.
+    It is the first callback of every `fit` and `evaluate`: it spreads the
+    per-task vectors into `loss/<task>` and `weight/<task>` floats before
+    the other callbacks see the logs. A compiled step cannot raise, so the
+    step reports the number of invalid ids in its logs; this callback
+    removes that entry, stops the loop (so the model state is synced on
+    every backend) and `MinimaxModel` raises after. It holds the model
+    directly: `self.model` would sync JAX state each batch.
     """
 
     def __init__(self, minimax):
@@ -457,6 +462,8 @@ class _TaskGuard(keras.callbacks.Callback):
         return False
 
     def on_train_batch_end(self, batch, logs=None):
+        if logs:
+            expand_task_logs(logs, self.minimax.task_names)
         if self._check_ids(logs):
             self.minimax.stop_training = True
         if logs and "loss" in logs and not math.isfinite(float(logs["loss"])):
@@ -474,16 +481,23 @@ class _TaskGuard(keras.callbacks.Callback):
             self.minimax.stop_training = True
 
     def on_test_batch_end(self, batch, logs=None):
+        if logs:
+            expand_task_logs(logs, self.minimax.task_names)
         if self._check_ids(logs):
             self.minimax.stop_evaluating = True
 
     def on_epoch_end(self, epoch, logs=None):
-        # The entry is internal: keep it out of History and the progress bar.
-        for key in (_INVALID_IDS_KEY, "val_" + _INVALID_IDS_KEY):
-            (logs or {}).pop(key, None)
+        # Internal entries stay out of History and the progress bar; the
+        # callbacks after this one see one float per task.
+        for prefix in ("", "val_"):
+            if logs:
+                logs.pop(prefix + _INVALID_IDS_KEY, None)
+                expand_task_logs(logs, self.minimax.task_names, prefix)
 
     def on_test_end(self, logs=None):
-        (logs or {}).pop(_INVALID_IDS_KEY, None)
+        if logs:
+            logs.pop(_INVALID_IDS_KEY, None)
+            expand_task_logs(logs, self.minimax.task_names)
 
 
 def _unreduced(loss):
