@@ -35,11 +35,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 
 import numpy as np
+
+from overhead import rows_from_backends
 
 BACKENDS = ("jax", "tensorflow", "torch")
 NUM_TASKS = 4
@@ -202,17 +202,7 @@ def markdown_table(rows):
 
 
 def run_all(rounds):
-    rows = []
-    for backend in BACKENDS:
-        start = time.perf_counter()
-        out = subprocess.run(
-            [sys.executable, __file__, "--backend", backend, "--rounds", str(rounds)],
-            env={**os.environ, "KERAS_BACKEND": backend, "HF_HUB_OFFLINE": "1"},
-            stdout=subprocess.PIPE, check=True, text=True,
-        ).stdout
-        rows += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-        print(f"{backend}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
-    print(markdown_table(rows))
+    print(markdown_table(rows_from_backends(__file__, ["--rounds", str(rounds)])))
 
 
 def main():

@@ -17,15 +17,12 @@ Usage:
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
-import time
 
 import numpy as np
 
 from overhead import epoch_step_times
+from overhead import rows_from_backends
 
 BACKENDS = ("jax", "tensorflow", "torch")
 K = 8
@@ -81,21 +78,14 @@ def measure(rounds, epochs):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--all", action="store_true", help="run every backend in a subprocess")
+    parser.add_argument("--backend", choices=BACKENDS, help="the backend of this process (set by --all)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=2)
     args = parser.parse_args()
     if not args.all:
         measure(args.rounds, args.epochs)
         return
-    rows = []
-    for backend in BACKENDS:
-        start = time.perf_counter()
-        out = subprocess.run(
-            [sys.executable, __file__, "--rounds", str(args.rounds), "--epochs", str(args.epochs)],
-            env={**os.environ, "KERAS_BACKEND": backend}, stdout=subprocess.PIPE, check=True, text=True,
-        ).stdout
-        rows += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-        print(f"{backend}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    rows = rows_from_backends(__file__, ["--rounds", str(args.rounds), "--epochs", str(args.epochs)])
     print("| backend | rule | ms/step | ratio to ExponentiatedGradient |\n|---|---|---:|---:|")
     for r in rows:
         print(f"| {r['backend']} | {r['rule']} | {r['ms']:.2f} | {r['ratio']:.2f} |")

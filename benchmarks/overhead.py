@@ -173,17 +173,23 @@ def markdown_table(rows):
     return "\n".join(lines)
 
 
-def run_all(rounds, epochs):
+def rows_from_backends(script, args):
+    """Runs `script --backend B *args` for each backend; its JSON lines as dicts."""
     rows = []
     for backend in BACKENDS:
         start = time.perf_counter()
         out = subprocess.run(
-            [sys.executable, __file__, "--backend", backend,
-             "--rounds", str(rounds), "--epochs", str(epochs)],
+            [sys.executable, script, "--backend", backend, *args],
+            env={**os.environ, "KERAS_BACKEND": backend, "HF_HUB_OFFLINE": "1"},
             stdout=subprocess.PIPE, check=True, text=True,
         ).stdout
         rows += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
         print(f"{backend}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    return rows
+
+
+def run_all(rounds, epochs):
+    rows = rows_from_backends(__file__, ["--rounds", str(rounds), "--epochs", str(epochs)])
     print(markdown_table(rows))
 
 

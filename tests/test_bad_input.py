@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-import keras
 from keras_taskrobust import MinimaxModel
 from keras_taskrobust import rules
 from keras_taskrobust.callbacks import MirrorDescent

@@ -11,7 +11,6 @@ from keras_taskrobust import MinimaxModel
 from keras_taskrobust import rules
 from keras_taskrobust.callbacks import MirrorDescent
 from test_minimax_model import BATCH
-from test_minimax_model import K
 from test_minimax_model import RecordWeights
 from test_minimax_model import linear
 from test_minimax_model import per_example_data
