@@ -32,6 +32,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["keras_taskrobust", "keras_taskrobust.*"]),
     include_package_data=True,
+    # The NLP recipe's lexicon, corpus and vocabulary (licences in data/NOTICE).
+    package_data={"keras_taskrobust.nlp": ["data/*"]},
     install_requires=KERAS,
     extras_require={
         "jax": JAX,
