@@ -186,3 +186,13 @@ def test_main_job_rejects_unknown_names(tmp_path):
     assert result.returncode != 0 and "unknown domain 'sepia'" in result.stderr and "rotated" in result.stderr
     result = _main("--weighting", "average", cwd=tmp_path)
     assert result.returncode == 2 and "invalid choice: 'average'" in result.stderr and "softmax" in result.stderr
+
+
+def test_cifar100_superclasses_become_tasks():
+    # tfds.testing.mock_data fakes the catalogue's CIFAR-100 offline.
+    with tfds.testing.mock_data(num_examples=40):
+        ds = tfds.load("cifar100", split="train")
+        tasks = data.with_task_ids(ds, lambda x, y: x["coarse_label"], num_tasks=20).batch(40)
+        x, y = next(iter(tasks))
+    assert x["image"].shape == (40, 32, 32, 3) and y.shape == (40,)
+    np.testing.assert_array_equal(x["task_id"].numpy(), x["coarse_label"].numpy())
