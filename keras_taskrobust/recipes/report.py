@@ -83,8 +83,12 @@ def comparison_figure(path, traces, scores, score_label, title=None):
     for i, rule in enumerate(rules):
         ax.bar(np.arange(len(tasks)) + i * width, [scores[rule][t] for t in tasks], width, label=rule)
     ax.set_xticks(np.arange(len(tasks)) + 0.4 - width / 2, tasks, rotation=30, ha="right", fontsize=8)
+    values = [v for rule in rules for v in scores[rule].values()]
+    low, high = min(values), max(values)
+    if low >= 0:  # zoom in on the differences, from a little below the lowest score
+        ax.set_ylim(max(0.0, low - 0.5 * (high - low) - 0.02), high + 0.15 * (high - low) + 0.01)
     ax.set(title="downstream, per task", ylabel=score_label)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="lower right")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
