@@ -78,7 +78,7 @@ class _Sizes:
 
 def _split(train, test, dominant, sizes, seed):
     rng = np.random.default_rng(seed)
-    upstream, tasks = {}, []
+    upstream, held_out, tasks = {}, {}, []
     for domain in DOMAINS:
         x, y = train[domain]
         order = rng.permutation(len(y))
@@ -87,9 +87,10 @@ def _split(train, test, dominant, sizes, seed):
         upstream[domain] = (x[pool], y[pool])
         x_test, y_test = test[domain]
         keep = rng.permutation(len(y_test))[: sizes.probe_eval]
+        held_out[domain] = (x_test[keep], y_test[keep])
         tasks.append(DownstreamTask(domain, (x[probe], y[probe]), (x_test[keep], y_test[keep]),
                                     num_classes=10, epochs=20, seed=seed))
-    return upstream, tasks
+    return upstream, held_out, tasks
 
 
 def _callbacks(name, args):
@@ -115,7 +116,7 @@ def build_classifier(image_shape=(28, 28, 1), num_classes=10, width=32):
 
 
 def _pretrain_and_probe(data, name, args, epochs, seed):
-    upstream, tasks = data
+    upstream, held_out, tasks = data
     keras.utils.set_random_seed(seed)
     model = MinimaxModel(build_classifier(), task_names=list(upstream))
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
@@ -133,7 +134,12 @@ def _pretrain_and_probe(data, name, args, epochs, seed):
     return {
         "downstream": {t.name: float(probe[f"downstream/{t.name}"]) for t in tasks},
         "task_weights": dict(zip(model.task_names, np.asarray(model.task_weights.numpy(), "float64").tolist())),
-        "upstream_loss": {name: float(history.history[f"loss/{name}"][-1]) for name in model.task_names},
+        "upstream_train_loss": {name: float(history.history[f"loss/{name}"][-1]) for name in model.task_names},
+        # The pre-trained classifier itself, on the held-out images of each domain.
+        "upstream_accuracy": {
+            name: float(np.mean(np.argmax(model.model.predict(x, batch_size=256, verbose=0), -1) == y))
+            for name, (x, y) in held_out.items()
+        },
     }, trace
 
 
@@ -141,12 +147,17 @@ def _report(runs, traces, args, epochs, sizes, robust_name):
     mean = {name: _mean_of(results) for name, results in runs.items()}
     columns = list(runs)
     rows = {domain: [mean[r]["downstream"][domain] for r in columns] for domain in DOMAINS}
-    summaries = {r: report.summarize(mean[r]["downstream"]) for r in columns}
+    summaries = {r: _summary(runs[r], "downstream") for r in columns}
     rows["mean"] = [summaries[r]["mean"] for r in columns]
-    rows["worst"] = [summaries[r]["worst"] for r in columns]
+    rows["worst"] = [summaries[r]["worst"] for r in columns]  # each seed's worst domain, averaged
     seeds = f"{args.seeds} seed{'s' if args.seeds > 1 else ''}"
     print(report.table(f"\nLinear-probe accuracy per domain ({epochs} epochs, {seeds}; "
                        f"{args.dominant}: {sizes.dominant} images, others: {sizes.minor})", columns, rows))
+    upstream = {d: [mean[r]["upstream_accuracy"][d] for r in columns] for d in DOMAINS}
+    upstream_summaries = {r: _summary(runs[r], "upstream_accuracy") for r in columns}
+    upstream["mean"] = [upstream_summaries[r]["mean"] for r in columns]
+    upstream["worst"] = [upstream_summaries[r]["worst"] for r in columns]
+    print(report.table("\nThe pre-trained classifier's accuracy per domain (held-out images)", columns, upstream))
     weights = {d: [mean[r]["task_weights"][d] for r in columns] for d in DOMAINS}
     print(report.table("\nTask weights at the end of pre-training", columns, weights))
     figure = args.output / "domains.png"
@@ -160,8 +171,21 @@ def _report(runs, traces, args, epochs, sizes, robust_name):
         "seeds": list(range(args.seed, args.seed + args.seeds)),
         "images": {"dominant": args.dominant, "dominant_images": sizes.dominant, "minor_images": sizes.minor,
                    "probe_train": sizes.probe_train, "probe_eval": sizes.probe_eval},
-        "rules": {r: {**mean[r], **summaries[r], "runs": runs[r]} for r in columns},
+        "rules": {
+            r: {**mean[r], **summaries[r], "upstream_summary": upstream_summaries[r], "runs": runs[r]}
+            for r in columns
+        },
         "figure": str(figure),
+    }
+
+
+def _summary(results, part):
+    """Mean over seeds of each seed's mean and worst domain (and the worst domain of each)."""
+    per_seed = [report.summarize(r[part]) for r in results]
+    return {
+        "mean": float(np.mean([s["mean"] for s in per_seed])),
+        "worst": float(np.mean([s["worst"] for s in per_seed])),
+        "worst_task": [s["worst_task"] for s in per_seed],
     }
 
 
