@@ -21,3 +21,66 @@ def task_gradients(losses, loss_fn, values):
     gradients = [_flatten(tape.gradient(row, values), values) for row in rows]
     del tape
     return tf.stack(gradients)
+
+
+# Under tf.distribute (MirroredStrategy, MultiWorkerMirroredStrategy) the step
+# runs once per replica on its shard; outside a strategy, or in its
+# cross-replica context (Keras' symbolic build), there is one replica.
+
+
+def _replica_context():
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return None
+    return context
+
+
+def note_forward():
+    pass
+
+
+def replica_sum(values):
+    values = tf.stop_gradient(values)
+    context = _replica_context()
+    if context is None:
+        return values
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, values)
+
+
+def num_replicas():
+    context = _replica_context()
+    return 1 if context is None else context.num_replicas_in_sync
+
+
+def replica_offset(size):
+    context = _replica_context()
+    if context is None:
+        return 0
+    n = context.num_replicas_in_sync
+    index = context.replica_id_in_sync_group
+    # Every replica's shard size, in replica order (the last batch of an
+    # epoch may be split unevenly).
+    sizes = context.all_reduce(
+        tf.distribute.ReduceOp.SUM, tf.one_hot(index, n) * tf.cast(size, tf.float32)
+    )
+    return tf.cast(tf.reduce_sum(tf.where(tf.range(n) < index, sizes, 0.0)), tf.int32)
+
+
+def loss_scale():
+    # Keras sums the replicas' gradients (and scales its own losses by
+    # 1 / replicas to match): a replica's share of the global loss is right.
+    return 1
+
+
+def reducible_logs(logs):
+    # Keras 3.15 reduces each output of a multi-worker step with
+    # `strategy.reduce("MEAN", value, axis=0)`, which fails on a scalar
+    # (tensorflow/tensorflow#72388) and would average a vector's entries. With
+    # a leading axis of length 1 it is the mean over the replicas.
+    strategy = tf.distribute.get_strategy()
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
+        strategy.extended._in_multi_worker_mode()
+    )
+    if not multi_worker or tf.distribute.in_cross_replica_context():
+        return logs
+    return {key: tf.expand_dims(value, 0) for key, value in logs.items()}

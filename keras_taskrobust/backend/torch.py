@@ -1,3 +1,5 @@
+import threading
+
 import torch
 
 
@@ -15,3 +17,61 @@ def task_gradients(losses, loss_fn, values):
          for g, v in zip(gradients, values)],
         dim=1,
     )
+
+
+# Keras' torch trainer runs in one process. Several processes (one per GPU)
+# need a custom training loop with torch DDP (see the distributed training
+# guide): each process runs the step on its shard of the global batch and
+# DDP averages the gradients. The group statistics are summed over the
+# processes when the forward pass ran under DDP -- not merely because a
+# process group exists: a process that evaluates or fits on its own must not
+# wait for the others.
+_forward = threading.local()
+
+
+def note_forward():
+    """Called as `MinimaxModel.call` starts: notes whether DDP runs it."""
+    _forward.ddp = torch.nn.parallel.DistributedDataParallel._get_active_ddp_module() is not None
+
+
+def _world_size():
+    if not getattr(_forward, "ddp", False):
+        return 1
+    return torch.distributed.get_world_size()
+
+
+def replica_sum(values):
+    values = values.detach()
+    if _world_size() == 1:
+        return values
+    values = values.clone()
+    torch.distributed.all_reduce(values, op=torch.distributed.ReduceOp.SUM)
+    return values
+
+
+def num_replicas():
+    return _world_size()
+
+
+def replica_offset(size):
+    n = _world_size()
+    if n == 1:
+        return 0
+    # NCCL reduces CUDA tensors only, gloo CPU ones as well.
+    nccl = torch.distributed.get_backend() == "nccl"
+    device = torch.device("cuda", torch.cuda.current_device()) if nccl else "cpu"
+    rank = torch.distributed.get_rank()
+    sizes = torch.zeros(n, dtype=torch.int64, device=device)
+    sizes[rank] = int(size)
+    torch.distributed.all_reduce(sizes, op=torch.distributed.ReduceOp.SUM)
+    return int(sizes[:rank].sum())
+
+
+def loss_scale():
+    # DDP averages the processes' gradients: scale each process's share of
+    # the global loss by their number so that the average is its gradient.
+    return _world_size()
+
+
+def reducible_logs(logs):
+    return logs

@@ -35,13 +35,17 @@ class TaskLosses(keras.metrics.Metric):
         super().__init__(name=name, **kwargs)
         self.task_names = list(task_names)
         k = len(self.task_names)
-        self.loss_sums = self.add_variable((k,), "zeros", name="loss_sums")
-        self.loss_counts = self.add_variable((k,), "zeros", name="loss_counts")
-        self.weights_now = self.add_variable((k,), "zeros", name="weights")
-        self.estimates = self.add_variable((k,), "zeros", name="estimates")
+        # The step passes values of the global batch, the same on every
+        # replica: under tf.distribute, reading a variable outside the step
+        # averages identical copies (the default, "sum", would add them).
+        variable = lambda shape, name: self.add_variable(shape, "zeros", aggregation="mean", name=name)
+        self.loss_sums = variable((k,), "loss_sums")
+        self.loss_counts = variable((k,), "loss_counts")
+        self.weights_now = variable((k,), "weights")
+        self.estimates = variable((k,), "estimates")
         # Count of task ids outside [0, K) seen by the step; MinimaxModel
         # turns a non-zero count into an error after the step.
-        self.invalid_ids = self.add_variable((), "zeros", name="invalid_ids")
+        self.invalid_ids = variable((), "invalid_ids")
 
     def update_state(self, sums, counts, weights, estimates, invalid_ids=0):
         self.loss_sums.assign_add(ops.stop_gradient(sums))

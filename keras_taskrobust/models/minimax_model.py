@@ -1,6 +1,7 @@
 """A Keras model trained on the worst of K task losses."""
 
 import math
+import threading
 import warnings
 
 import keras
@@ -51,6 +52,15 @@ class MinimaxModel(keras.Model):
     Logs (and `History`) hold `loss` (the weighted objective), `loss/worst`,
     and `loss/<task>` and `weight/<task>` for every task. `evaluate` reports
     the same keys and never changes the weights.
+
+    Data-parallel training computes the group losses of the *global* batch,
+    so that every replica holds the same weights and training follows the
+    single-device trajectory: on JAX under `keras.distribution`
+    (`DataParallel`, `ModelParallel`) the step sees the global batch; under
+    `tf.distribute` (`MirroredStrategy`, `MultiWorkerMirroredStrategy`;
+    create and compile the model in `strategy.scope()`) and in a torch DDP
+    loop, the per-task sums and counts are summed over the replicas. See
+    `guides/distributed_training.py`.
 
     Args:
         model: the `keras.Model` to train.
@@ -105,19 +115,15 @@ class MinimaxModel(keras.Model):
 
         # === State ===
         k = self.num_tasks
+        # Every replica computes the same new values from the global batch;
+        # under tf.distribute the first replica's write is kept.
+        state = dict(trainable=False, aggregation="only_first_replica")
         self.task_weights = self.add_weight(
-            shape=(k,), initializer=keras.initializers.Constant(1.0 / k),
-            trainable=False, name="task_weights",
+            shape=(k,), initializer=keras.initializers.Constant(1.0 / k), name="task_weights", **state
         )
-        self.loss_estimates = self.add_weight(
-            shape=(k,), initializer="zeros", trainable=False, name="loss_estimates"
-        )
-        self.task_counts = self.add_weight(
-            shape=(k,), initializer="zeros", trainable=False, name="task_counts"
-        )
-        self.task_step = self.add_weight(
-            shape=(), initializer="zeros", dtype="int32", trainable=False, name="task_step"
-        )
+        self.loss_estimates = self.add_weight(shape=(k,), initializer="zeros", name="loss_estimates", **state)
+        self.task_counts = self.add_weight(shape=(k,), initializer="zeros", name="task_counts", **state)
+        self.task_step = self.add_weight(shape=(), initializer="zeros", dtype="int32", name="task_step", **state)
         self.task_losses = TaskLosses(self.task_names)
 
         # Set by the MirrorDescent callback for the duration of `fit`.
@@ -126,6 +132,7 @@ class MinimaxModel(keras.Model):
         self.built = model.built
 
     def call(self, inputs, training=None):
+        backend.note_forward()
         try:
             rule = self.mirror_descent and self.mirror_descent.rule
             representation = getattr(rule, "representation", None)
@@ -134,7 +141,9 @@ class MinimaxModel(keras.Model):
                 # this layer's output: run the model in two parts, keep it.
                 trunk, head = self._split_at(representation)
                 features = trunk(self._model_inputs(inputs), training=training)
-                object.__setattr__(self, "_representation", features)
+                # Kept per thread: tf.distribute runs each replica's step in
+                # a thread of its own. (Untracked: not a layer attribute.)
+                self.__dict__.setdefault("_representations", {})[threading.get_ident()] = features
                 return head(features, training=training)
             return self.model(self._model_inputs(inputs), training=training)
         except (ValueError, TypeError) as error:
@@ -155,7 +164,16 @@ class MinimaxModel(keras.Model):
     # --- Loss -------------------------------------------------------------
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        sums, counts, invalid = self._task_sums(x, y, y_pred, sample_weight)
+        local_sums, local_counts, local_invalid = self._task_sums(x, y, y_pred, sample_weight)
+        # The group losses of the *global* batch: under tf.distribute (or
+        # torch DDP) this step sees one replica's shard, and a group may be
+        # absent from one shard and present in another, so sums and counts
+        # are summed over the replicas first. Every replica then computes the
+        # same weights. (On JAX the step already sees the global batch.)
+        k = self.num_tasks
+        local_invalid = ops.reshape(ops.cast(local_invalid, "float32"), (1,))
+        totals = backend.replica_sum(ops.concatenate([local_sums, local_counts, local_invalid]))
+        sums, counts, invalid = totals[:k], totals[k : 2 * k], totals[2 * k]
         present = counts > 0
         batch_losses = sums / ops.maximum(counts, 1e-12)
         finite = ops.all(ops.isfinite(ops.where(present, batch_losses, 0.0)))
@@ -172,10 +190,15 @@ class MinimaxModel(keras.Model):
             weights, estimates = self._update_task_state(
                 weights, estimates, ops.stop_gradient(batch_losses), present, seen, finite, counts, gram
             )
-        # Absent tasks contribute their (constant) estimate to the reported
-        # objective and nothing to the gradient.
-        task_losses = ops.where(present, batch_losses, ops.stop_gradient(estimates))
+        # This replica's share of the objective: its part of each group's sum
+        # over the global count. The shares' gradients add up to the gradient
+        # of the global objective, and their values to its value. Absent
+        # tasks contribute their (constant) estimate and no gradient.
+        share = local_sums / ops.maximum(counts, 1e-12)
+        task_losses = ops.where(present, share, ops.stop_gradient(estimates) / float(backend.num_replicas()))
         loss = ops.sum(ops.stop_gradient(weights) * task_losses)
+        if backend.loss_scale() != 1:  # torch DDP averages the gradients
+            loss = loss * float(backend.loss_scale())
         self.task_losses.update_state(sums, counts, weights, estimates, invalid)
         if self.losses:
             loss = loss + ops.sum(ops.stack([self._aggregate_additional_loss(l) for l in self.losses]))
@@ -231,29 +254,35 @@ class MinimaxModel(keras.Model):
         """`G`, the K x K inner products of the task-loss gradients."""
         inputs = self._model_inputs(x)
 
+        # Data-parallel: each replica differentiates its share of the task
+        # losses (its sums over the global counts); the Jacobians are summed.
+        size = ops.shape(tree.flatten(y_pred)[0])[0]
+        offset = backend.replica_offset(size) if rule.split_batch else 0
+
         def task_losses(y_pred):
             if not rule.split_batch:
                 sums, counts, _ = self._task_sums(x, y, y_pred, sample_weight)
-                return sums / ops.maximum(counts, 1e-12)
-            # Task losses on the even and on the odd examples: [2K].
-            first = tree.flatten(y_pred)[0]
-            parity = ops.arange(ops.shape(first)[0]) % 2
+                return sums / ops.maximum(backend.replica_sum(counts), 1e-12)
+            # Task losses on the even and on the odd examples of the global
+            # batch: [2K].
+            parity = (ops.arange(size) + offset) % 2
             halves = []
             for half in (0, 1):
                 mask = ops.cast(parity == half, "float32")
                 sums, counts, _ = self._task_sums(x, y, y_pred, sample_weight, mask)
-                halves.append(sums / ops.maximum(counts, 1e-12))
+                halves.append(sums / ops.maximum(backend.replica_sum(counts), 1e-12))
             return ops.concatenate(halves)
 
         if rule.representation is not None:
             # Gradients with respect to the layer's output, summed over the
             # batch: the gradient of a per-feature shift of the representation.
-            features = self._representation
+            features = self._representations.pop(threading.get_ident())
             head = self._split_at(rule.representation)[1]
             rerun = lambda values: task_losses(head(values[0], training=True))
             jacobian = backend.task_gradients(task_losses(y_pred), rerun, [features])
             n = jacobian.shape[0]
             jacobian = ops.sum(ops.reshape(jacobian, (n, ops.shape(features)[0], -1)), axis=1)
+            jacobian = backend.replica_sum(jacobian)
         else:
             variables = self._gradient_variables(rule.layers)
 
@@ -266,7 +295,7 @@ class MinimaxModel(keras.Model):
                 return task_losses(y_pred)
 
             values = [v.value for v in variables]
-            jacobian = backend.task_gradients(task_losses(y_pred), rerun, values)
+            jacobian = backend.replica_sum(backend.task_gradients(task_losses(y_pred), rerun, values))
         if rule.split_batch:
             a, b = jacobian[: self.num_tasks], jacobian[self.num_tasks :]
             gram = ops.matmul(a, ops.transpose(b))
@@ -376,7 +405,20 @@ class MinimaxModel(keras.Model):
         logs = super().get_metrics_result()
         # Internal: read and removed by `_TaskGuard` and `evaluate`.
         logs[_INVALID_IDS_KEY] = ops.convert_to_tensor(self.task_losses.invalid_ids)
-        return logs
+        return backend.reducible_logs(logs)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Called by the TensorFlow trainer only, and a no-op there without a
+        # tf.distribute strategy. Keras builds the model from the first batch
+        # *averaged over the replicas*, which turns integer task ids into
+        # floats and fails on bool inputs (keras-hub's `padding_mask`): build
+        # it from the first replica's shard instead.
+        if iterator is not None and self._distribute_strategy is not None:
+            for _, _, batches in iterator:
+                first_shard = self._distribute_strategy.experimental_local_results
+                data_batch = tree.map_structure(lambda v: first_shard(v)[0], next(batches))
+                break
+        return super()._maybe_symbolic_build(data_batch=data_batch)
 
     def fit(self, *args, **kwargs):
         attached = self.mirror_descent
@@ -403,6 +445,19 @@ class MinimaxModel(keras.Model):
         if isinstance(callbacks, keras.callbacks.CallbackList):
             # `fit` validating: its own callbacks already hold the guard.
             return run(*args, **kwargs)
+        distribution = keras.distribution.distribution()
+        if distribution is not None and keras.backend.backend() != "jax":
+            # Keras implements keras.distribution on JAX only; elsewhere it
+            # would silently train on one device.
+            raise ValueError(
+                f"A keras.distribution ({type(distribution).__name__}) is set, but it "
+                f"distributes nothing on the {keras.backend.backend()} backend: Keras "
+                "implements it on JAX only. On TensorFlow, create and compile the "
+                "model under `tf.distribute.MirroredStrategy().scope()` (or "
+                "`MultiWorkerMirroredStrategy`); on torch, use a DDP training loop "
+                "(see guides/distributed_training.py). Or unset it with "
+                "`keras.distribution.set_distribution(None)`."
+            )
         guard = _TaskGuard(self)
         callbacks = [guard] + list(callbacks or [])
         if positional:
