@@ -103,6 +103,10 @@ def test_bad_input_names_the_problem():
         data.mix_tasks({"a": unlabeled}, batch_size=2)
     with pytest.raises(ValueError, match="Unknown domain.*clean"):
         data.render(np.zeros((1, 8, 8), "uint8"), "sepia")
+    with pytest.raises(ValueError, match="Unknown domain.*rotated"):
+        data.load_domains(domains=["clean", "sepia"])
+    with pytest.raises(ValueError, match="Unknown digit_domains config 'svhn'.*mnist"):
+        data.load_domains(config="svhn")
 
 
 def test_domains_render_as_documented():
@@ -184,6 +188,8 @@ def test_main_job_rejects_unknown_names(tmp_path):
     assert result.returncode == 2 and "Unknown recipe 'bert'" in result.stderr and "domains" in result.stderr
     result = _main("--dominant", "sepia", "--quick", cwd=tmp_path)
     assert result.returncode != 0 and "unknown domain 'sepia'" in result.stderr and "rotated" in result.stderr
+    result = _main("--dataset", "cifar", cwd=tmp_path)
+    assert result.returncode == 2 and "invalid choice: 'cifar'" in result.stderr and "'mnist'" in result.stderr
     result = _main("--weighting", "average", cwd=tmp_path)
     assert result.returncode == 2 and "invalid choice: 'average'" in result.stderr and "softmax" in result.stderr
 

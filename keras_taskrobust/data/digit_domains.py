@@ -180,6 +180,9 @@ def load_domains(split="train", config="mnist", data_dir=None, domains=None):
         A dict `{domain: (images, labels)}`: images float32 `[N, H, W, 1]`
         in `[0, 1]`, labels int32 `[N]`.
     """
+    configs = [c.name for c in DigitDomains.BUILDER_CONFIGS]
+    if config not in configs:
+        raise ValueError(f"Unknown digit_domains config {config!r}; the configs are {configs}.")
     domains = list(DOMAINS if domains is None else domains)
     unknown = [d for d in domains if d not in DOMAINS]
     if unknown:

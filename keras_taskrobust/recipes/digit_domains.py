@@ -26,6 +26,7 @@ from keras_taskrobust.callbacks import DownstreamSuite
 from keras_taskrobust.callbacks import DownstreamTask
 from keras_taskrobust.callbacks import MirrorDescent
 from keras_taskrobust.data import DOMAINS
+from keras_taskrobust.data import DigitDomains
 from keras_taskrobust.data import load_domains
 from keras_taskrobust.data import mix_tasks
 from keras_taskrobust.data import stratified_counts
@@ -36,6 +37,8 @@ DESCRIPTION = "average vs robust pre-training on digits in six imbalanced domain
 
 
 def add_arguments(parser):
+    parser.add_argument("--dataset", default="mnist", choices=sorted(c.name for c in DigitDomains.BUILDER_CONFIGS),
+                        help="the digit_domains config: mnist (28 x 28, the default) or digits (8 x 8, smaller).")
     parser.add_argument("--dominant", default="clean", help=f"the dominant domain, one of {', '.join(DOMAINS)} (default: clean).")
     parser.add_argument("--minor-fraction", type=float, default=0.05,
                         help="each other domain's share of images relative to the dominant one (default: 0.05).")
@@ -53,7 +56,10 @@ def run(args):
         raise SystemExit(f"keras-taskrobust: error: --minor-fraction must be in (0, 1]; got {args.minor_fraction}.")
     epochs = args.epochs or (2 if args.quick else 12)
     sizes = _Sizes(args.quick, args.minor_fraction)
-    train, test = load_domains("train", data_dir=args.data_dir), load_domains("test", data_dir=args.data_dir)
+    train, test = (load_domains(split, config=args.dataset, data_dir=args.data_dir) for split in ("train", "test"))
+    available = min(len(y) for _, y in train.values()) - sizes.probe_train
+    sizes.dominant = min(sizes.dominant, available)
+    sizes.minor = min(sizes.minor, sizes.dominant)
     robust_name = args.weighting
     runs = {"average": [], "uniform": [], robust_name: []}
     traces = {}
@@ -118,7 +124,8 @@ def build_classifier(image_shape=(28, 28, 1), num_classes=10, width=32):
 def _pretrain_and_probe(data, name, args, epochs, seed):
     upstream, held_out, tasks = data
     keras.utils.set_random_seed(seed)
-    model = MinimaxModel(build_classifier(), task_names=list(upstream))
+    image_shape = next(iter(upstream.values()))[0].shape[1:]
+    model = MinimaxModel(build_classifier(image_shape), task_names=list(upstream))
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     # Stratified batches: every domain in every batch, in proportion to its size.
@@ -169,6 +176,7 @@ def _report(runs, traces, args, epochs, sizes, robust_name):
     return {
         "epochs": epochs,
         "seeds": list(range(args.seed, args.seed + args.seeds)),
+        "dataset": f"digit_domains/{args.dataset}",
         "images": {"dominant": args.dominant, "dominant_images": sizes.dominant, "minor_images": sizes.minor,
                    "probe_train": sizes.probe_train, "probe_eval": sizes.probe_eval},
         "rules": {
