@@ -181,6 +181,24 @@ def test_tf_multi_worker_two_processes():
     assert_matches_single_device(first)
 
 
+@pytest.mark.skipif(BACKEND == "jax", reason="keras.distribution is implemented on JAX: nothing to refuse")
+def test_keras_distribution_off_jax_is_an_error():
+    import keras
+    from keras_taskrobust import MinimaxModel
+
+    model = MinimaxModel(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]), num_tasks=2)
+    model.compile(optimizer="sgd", loss="mse")
+    x = {"features": np.zeros((4, 2), "float32"), "task_id": np.array([0, 1, 0, 1], "int32")}
+    mesh = keras.distribution.DeviceMesh((1,), ["batch"], ["cpu:0"])
+    keras.distribution.set_distribution(keras.distribution.DataParallel(device_mesh=mesh))
+    try:
+        for run_ in (model.fit, model.evaluate):
+            with pytest.raises(ValueError, match=f"distributes nothing on the {BACKEND} backend"):
+                run_(x, np.zeros((4, 1), "float32"), verbose=0)
+    finally:
+        keras.distribution.set_distribution(None)
+
+
 # --- torch: DistributedDataParallel -------------------------------------------
 
 
