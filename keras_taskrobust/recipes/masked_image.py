@@ -58,12 +58,10 @@ def run(args):
     robust_name = args.weighting
     runs = {"uniform": [], robust_name: []}
     traces = {}
-    suite = None
     for seed in range(args.seed, args.seed + args.seeds):
         upstream, held_out, tasks = split(train, test, setup, seed)
-        # One suite for every run: its probes compile once.
-        suite = suite or DownstreamSuite(BACKBONE_NAME, tasks, verbose=0)
-        suite.tasks = tasks
+        # One suite for both rules: its probes compile once.
+        suite = DownstreamSuite(BACKBONE_NAME, tasks, verbose=0)
         for name in runs:
             result, trace = pretrain_and_measure(setup, upstream, held_out, suite, _rule(name, args), seed, args.verbose)
             runs[name].append(result)
