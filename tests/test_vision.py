@@ -306,6 +306,21 @@ def test_any_backbone_with_a_feature_map():
     assert {k: tuple(v.shape) for k, v in outputs.items()} == {"pixels": (4, 16, 4), "gradient_histogram": (4, 16, 6)}
 
 
+@pytest.mark.parametrize("make, extra_tokens", [
+    (lambda: keras_hub.models.DeiTBackbone(image_shape=(8, 8, 1), patch_size=2, num_layers=1, num_heads=2,
+                                           hidden_dim=8, intermediate_dim=16), 2),  # class + distillation
+    (lambda: keras_hub.models.DINOV2Backbone(patch_size=2, num_layers=1, hidden_dim=8, num_heads=2, intermediate_dim=16,
+                                             num_register_tokens=2, image_shape=(8, 8, 1),
+                                             position_embedding_shape=(8, 8, 1)), 3),  # class + 2 registers
+], ids=["deit", "dinov2"])
+def test_keras_hub_backbones_with_extra_tokens(make, extra_tokens):
+    backbone = make()
+    assert backbone.output_shape[1] == 16 + extra_tokens
+    mim = MaskedImageModel(backbone, targets=["pixels"], decoder_dim=8)
+    outputs = mim({"images": keras.KerasTensor((4, 8, 8, 1)), "mask": keras.KerasTensor((4, 16))})
+    assert tuple(outputs["pixels"].shape) == (4, 16, 4)
+
+
 # --- Bad input ---------------------------------------------------------------
 
 

@@ -24,7 +24,8 @@ class MaskedImageModel(keras.Model):
        value (`PatchMasking`; SimMIM-style: the backbone sees every patch);
     2. the backbone encodes the masked images. Its patch tokens are taken
        from its output: the last `num_patches` tokens of a sequence
-       `[batch, tokens, dim]` (a ViT's class token comes first and is left
+       `[batch, tokens, dim]` (the tokens that come first -- a ViT's class
+       token, DeiT's distillation token, DINOv2's registers -- are left
        out) or every position of a feature map `[batch, H/ph, W/pw, dim]`;
     3. a light decoder (layer normalisation and one dense layer, shared by
        the targets) and one linear head per target predict each patch's
@@ -118,7 +119,8 @@ class MaskedImageModel(keras.Model):
         # === Functional Model ===
         images = keras.Input(image_shape, name="images")
         mask = keras.Input((num_patches,), name="mask")
-        tokens = _patch_tokens(backbone(patch_masking(images, mask)), num_patches, grid, backbone.name)
+        masked = patch_masking(images, mask)
+        tokens = _patch_tokens(backbone(_as_backbone_input(backbone, masked)), num_patches, grid, backbone.name)
         hidden = decoder(decoder_norm(tokens))
         outputs = {name: head(hidden) for name, head in heads.items()}
         super().__init__(inputs={"images": images, "mask": mask}, outputs=outputs, **kwargs)
@@ -163,6 +165,17 @@ class MaskedImageModel(keras.Model):
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"], custom_objects=custom_objects)
         config["targets"] = [recovery_target.get(t) for t in config["targets"]]
         return cls(**config)
+
+
+def _as_backbone_input(backbone, images):
+    """The images as the backbone takes them: a tensor, or a dict of one entry (DINOv2)."""
+    try:
+        structure = backbone.input
+    except (AttributeError, ValueError):  # a subclassed layer has no `input`
+        return images
+    if isinstance(structure, dict) and len(structure) == 1:
+        return {next(iter(structure)): images}
+    return images
 
 
 def _patch_tokens(outputs, num_patches, grid, backbone_name):
