@@ -113,21 +113,26 @@ def per_output_data():
     return x["features"], {"a": y, "b": yb}, {"a": sw, "b": swb}
 
 
-# name: (model factory, MinimaxModel settings, rule, data)
+# name: (model factory, MinimaxModel settings, MirrorDescent, data)
 CASES = {
-    "exponentiated_gradient": (mlp, {"num_tasks": K}, lambda: rules.ExponentiatedGradient(step_size=0.5), uneven_data),
-    "lookahead": (mlp, {"num_tasks": K}, lambda: rules.Lookahead(entropy=0.3), uneven_data),
+    "exponentiated_gradient": (
+        mlp, {"num_tasks": K}, lambda: MirrorDescent(rules.ExponentiatedGradient(step_size=0.5)), uneven_data),
+    "lookahead": (mlp, {"num_tasks": K}, lambda: MirrorDescent(rules.Lookahead(entropy=0.3)), uneven_data),
     "lookahead_representation": (
-        mlp, {"num_tasks": K}, lambda: rules.Lookahead(entropy=0.3, representation="hidden"), uneven_data),
+        mlp, {"num_tasks": K}, lambda: MirrorDescent(rules.Lookahead(entropy=0.3, representation="hidden")),
+        uneven_data),
     "softmax_per_output": (
         two_outputs, {"task_names": ["a", "b"], "task_key": None},
-        lambda: rules.Softmax(temperature=0.5, average=0.3), per_output_data),
+        lambda: MirrorDescent(rules.Softmax(temperature=0.5, average=0.3)), per_output_data),
+    "hard_max_every_2_warmup_1": (
+        mlp, {"num_tasks": K}, lambda: MirrorDescent(rules.HardMax(average=0.5), update_every=2, warmup_steps=1),
+        uneven_data),
 }
 
 
 def train(case, scope, epochs=2):
     """Fits the case under `scope`; returns the weights after every step etc."""
-    factory, settings, rule, data = CASES[case]
+    factory, settings, descent, data = CASES[case]
     x, y, sw = data()
     with scope():
         net = factory()
@@ -135,7 +140,7 @@ def train(case, scope, epochs=2):
         model.compile(optimizer=keras.optimizers.SGD(0.2), loss="mse")
         record = RecordWeights()
         history = model.fit(x, y, sample_weight=sw, batch_size=BATCH, epochs=epochs, shuffle=False, verbose=0,
-                            callbacks=[MirrorDescent(rule()), record])
+                            callbacks=[descent(), record])
         logs = model.evaluate(x, y, sample_weight=sw, batch_size=BATCH, verbose=0, return_dict=True)
     return {
         "weights": np.array(record.weights),
@@ -341,11 +346,11 @@ def run_ddp(rank, port):
     torch.distributed.init_process_group("gloo", init_method=f"tcp://localhost:{port}", rank=rank, world_size=world)
     result = {"world": torch.distributed.get_world_size()}
     for case in ("exponentiated_gradient", "lookahead", "lookahead_representation"):
-        factory, settings, rule, data = CASES[case]
+        factory, settings, descent, data = CASES[case]
         x, y, sw = data()
         model = MinimaxModel(factory(), **settings)
         model.compile(optimizer=keras.optimizers.SGD(0.2), loss="mse")
-        descent = MirrorDescent(rule())
+        descent = descent()
         descent.set_model(model)
         descent.on_train_begin()  # attaches the rule, as `fit` would
         weights = ddp_fit(model, x, y, sw, rank, world)

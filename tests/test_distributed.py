@@ -25,7 +25,8 @@ from conftest import BACKEND
 
 SCRIPT = pathlib.Path(__file__).with_name("distributed_runs.py")
 TOLERANCE = 1e-5
-CASES = ["exponentiated_gradient", "lookahead", "lookahead_representation", "softmax_per_output"]
+CASES = ["exponentiated_gradient", "lookahead", "lookahead_representation", "softmax_per_output",
+         "hard_max_every_2_warmup_1"]
 MODEL_PARALLEL = ["model_parallel_exponentiated_gradient", "model_parallel_lookahead"]
 
 
