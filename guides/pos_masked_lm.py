@@ -85,8 +85,8 @@ print([(p, preprocessor.group_names[g] if g >= 0 else "-") for p, g in zip(piece
 cleaned of markup, split by document into training and held-out sentences.
 """
 
-train = nlp.load_python_docs("train")["text"][:2400]
-held_out = nlp.load_python_docs("held_out")["text"][:400]
+train = nlp.load_python_docs("train")["text"][:1600]
+held_out = nlp.load_python_docs("held_out")["text"][:300]
 print(len(train), "training sentences, e.g.:", train[7])
 
 train_tokens = preprocessor.tokenize(train)
@@ -146,7 +146,7 @@ for row in preprocessor.group_names + ["mean", "worst"]:
     print(f"{row:>10} " + " ".join(f"{results[r][f'{metric}/{row}']:8.3f}" for metric in ("accuracy", "loss") for r in results))
 
 """
-With a budget this small (300 steps of a one-layer model) the model has
+With a budget this small (200 steps of a one-layer model) the model has
 only begun to learn: it predicts the frequent groups (function words,
 punctuation and numbers in "other") and hardly any noun or adjective, so
 accuracies of the open classes sit near zero and the worst-group *loss*
