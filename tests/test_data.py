@@ -183,15 +183,22 @@ def test_main_job_writes_report_and_figure(tmp_path):
     assert "Linear-probe accuracy per domain" in result.stdout
 
 
-def test_main_job_rejects_unknown_names(tmp_path):
-    result = _main("run", "bert", cwd=tmp_path)
-    assert result.returncode == 2 and "Unknown recipe 'bert'" in result.stderr and "domains" in result.stderr
-    result = _main("--dominant", "sepia", "--quick", cwd=tmp_path)
-    assert result.returncode != 0 and "unknown domain 'sepia'" in result.stderr and "rotated" in result.stderr
-    result = _main("--dataset", "cifar", cwd=tmp_path)
-    assert result.returncode == 2 and "invalid choice: 'cifar'" in result.stderr and "'mnist'" in result.stderr
-    result = _main("--weighting", "average", cwd=tmp_path)
-    assert result.returncode == 2 and "invalid choice: 'average'" in result.stderr and "softmax" in result.stderr
+def test_main_job_rejects_unknown_names(capsys, tmp_path, monkeypatch):
+    from keras_taskrobust import cli
+
+    monkeypatch.chdir(tmp_path)  # the default output folder
+    assert cli.main(["run", "bert"]) == 2
+    error = capsys.readouterr().err
+    assert "Unknown recipe 'bert'" in error and "domains" in error
+    for args, expected in [
+        (["--dataset", "cifar"], ["invalid choice: 'cifar'", "'mnist'"]),
+        (["--weighting", "average"], ["invalid choice: 'average'", "softmax"]),
+        (["--dominant", "sepia"], ["unknown domain 'sepia'", "rotated"]),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(args)
+        message = str(exit_info.value.code) + capsys.readouterr().err
+        assert exit_info.value.code != 0 and all(e in message for e in expected), message
 
 
 def test_cifar100_superclasses_become_tasks():

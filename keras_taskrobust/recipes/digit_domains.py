@@ -76,10 +76,11 @@ class _Sizes:
     """How many images each part takes from a domain's train and test splits."""
 
     def __init__(self, quick, minor_fraction):
-        self.dominant = 800 if quick else 3500
+        self.dominant = 400 if quick else 3500
         self.minor = max(8, int(round(self.dominant * minor_fraction)))
         self.probe_train = 100 if quick else 500
         self.probe_eval = 200 if quick else 1000
+        self.probe_epochs = 5 if quick else 20
 
 
 def _split(train, test, dominant, sizes, seed):
@@ -95,7 +96,7 @@ def _split(train, test, dominant, sizes, seed):
         keep = rng.permutation(len(y_test))[: sizes.probe_eval]
         held_out[domain] = (x_test[keep], y_test[keep])
         tasks.append(DownstreamTask(domain, (x[probe], y[probe]), (x_test[keep], y_test[keep]),
-                                    num_classes=10, epochs=20, seed=seed))
+                                    num_classes=10, epochs=sizes.probe_epochs, seed=seed))
     return upstream, held_out, tasks
 
 
