@@ -6,7 +6,7 @@ a task of `MinimaxModel` (per-element task ids: one per masked token). The
 recipe pre-trains a BERT on the Python-documentation corpus that ships with
 the package, twice with the same data, seed and budget: with `uniform`
 weights (the average of the group losses) and with the robust rule
-(`--weighting`, default `ExponentiatedGradient`). It then reports, on
+(`--weighting`, default `ExponentiatedGradient` with `--step-size` 0.001). It then reports, on
 held-out documents and with the same fixed masks for both:
 
 - the masked-LM accuracy and loss of every group, their mean and worst;
