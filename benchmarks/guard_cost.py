@@ -1,0 +1,43 @@
+"""What `MinimaxModel`'s per-batch checks cost: the MLP overhead, sync vs async.
+
+`MinimaxModel.fit` runs a `_TaskGuard` callback at every batch end. It reads
+the step's loss and invalid-id count on the host, so training stops *at* a
+batch with out-of-range task ids or a non-finite loss. That read makes Keras
+dispatch batch-end callbacks synchronously: on JAX, plain `fit` with
+`verbose=0` runs ahead of the device instead. This diagnostic measures the
+MLP workload of `overhead.py` (K = 8) twice per repeat: as shipped, and
+with the guard marked `async_safe` (Keras then runs it in a worker thread,
+and training would stop a few batches late) -- to say how much of the
+overhead is that read.
+
+Usage: `OMP_NUM_THREADS=1 KERAS_BACKEND=jax python benchmarks/guard_cost.py --repeats 2`
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=3)
+    args = parser.parse_args()
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import overhead
+    from keras_taskrobust.models import minimax_model
+
+    for _ in range(args.repeats):
+        for asynchronous in (False, True):
+            minimax_model._TaskGuard.async_safe = asynchronous
+            row = overhead.measure("mlp", 8, args.rounds, args.epochs)
+            print(json.dumps({"guard": "async" if asynchronous else "sync (shipped)", **row}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
