@@ -82,9 +82,10 @@ def combined(reports):
         ("held-out recovery loss", "recovery_loss", np.max),
     ):
         rows = {c: per_seed_rows(runs, part, worst) for c, runs in columns.items()}
-        keys = [k for k in rows[next(iter(rows))] if all(k in r for r in rows.values())]
+        keys = list(dict.fromkeys(k for r in rows.values() for k in r))
         if part == "recovery_loss":
-            keys = [k for k in keys if k not in ("mean", "worst")]  # not comparable across target sets
+            # Each target where it was trained; mean and worst do not compare across target sets.
+            keys = [k for k in keys if k not in ("mean", "worst")]
         lines.append(f"| {title} | " + " | ".join(columns) + " |")
         lines.append("|---|" + "---:|" * len(columns))
         for key in keys:
