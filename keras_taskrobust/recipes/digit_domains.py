@@ -152,7 +152,7 @@ def _pretrain_and_probe(data, name, args, epochs, seed):
 
 
 def _report(runs, traces, args, epochs, sizes, robust_name):
-    mean = {name: _mean_of(results) for name, results in runs.items()}
+    mean = {name: report.mean_over_seeds(results) for name, results in runs.items()}
     columns = list(runs)
     rows = {domain: [mean[r]["downstream"][domain] for r in columns] for domain in DOMAINS}
     summaries = {r: _summary(runs[r], "downstream") for r in columns}
@@ -195,12 +195,4 @@ def _summary(results, part):
         "mean": float(np.mean([s["mean"] for s in per_seed])),
         "worst": float(np.mean([s["worst"] for s in per_seed])),
         "worst_task": [s["worst_task"] for s in per_seed],
-    }
-
-
-def _mean_of(results):
-    """The mean over seeds of each number in the per-seed result dicts."""
-    return {
-        part: {key: float(np.mean([r[part][key] for r in results])) for key in results[0][part]}
-        for part in results[0]
     }

@@ -214,7 +214,7 @@ def _rule(name, args):
 
 def _report(runs, traces, args, setup):
     columns = list(runs)
-    mean = {r: _mean_of(runs[r]) for r in columns}
+    mean = {r: report.mean_over_seeds(runs[r]) for r in columns}
     seeds = f"{args.seeds} seed{'s' if args.seeds > 1 else ''}"
     targets = list(mean[columns[0]]["recovery_loss"])
     # Recovery losses: lower is better, so the worst is the largest.
@@ -251,12 +251,4 @@ def _report(runs, traces, args, setup):
             for i, r in enumerate(columns)
         },
         "figure": str(figure),
-    }
-
-
-def _mean_of(results):
-    """The mean over seeds of each number in the per-seed result dicts."""
-    return {
-        part: {key: float(np.mean([r[part][key] for r in results])) for key in results[0][part]}
-        for part in results[0]
     }

@@ -177,7 +177,7 @@ def _pretrain(nlp, name, args, settings, preset, preprocessor, tokens, evaluatio
 
 def _report(runs, traces, groups, args, settings, n_train, n_eval):
     columns = list(runs)
-    mean = {name: _mean_of(results) for name, results in runs.items()}
+    mean = {name: report.mean_over_seeds(results) for name, results in runs.items()}
     spread = {name: _std_of(results) for name, results in runs.items()}
     seeds = f"{args.seeds} seed{'s' if args.seeds > 1 else ''}"
     rows = {g: [mean[r]["accuracy"][g] for r in columns] for g in groups}
@@ -212,10 +212,6 @@ def _report(runs, traces, groups, args, settings, n_train, n_eval):
         "rules": {r: {**mean[r], "std": spread[r], "runs": runs[r]} for r in columns},
         "figure": str(figure),
     }
-
-
-def _mean_of(results):
-    return {part: {k: float(np.mean([r[part][k] for r in results])) for k in results[0][part]} for part in results[0]}
 
 
 def _std_of(results):

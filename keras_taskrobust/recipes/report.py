@@ -31,6 +31,14 @@ class WeightTrace(keras.callbacks.Callback):
         return np.asarray(self.rows, dtype="float64").reshape(len(self.rows), -1)
 
 
+def mean_over_seeds(results):
+    """The mean over seeds of each number in per-seed results `{part: {key: number}}`."""
+    return {
+        part: {key: float(np.mean([r[part][key] for r in results])) for key in results[0][part]}
+        for part in results[0]
+    }
+
+
 def summarize(scores):
     """`{"mean", "worst", "worst_task"}` of a dict `{task: score}`, higher better."""
     worst_task = min(scores, key=scores.get)
