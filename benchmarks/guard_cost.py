@@ -1,14 +1,14 @@
-"""What `MinimaxModel`'s per-batch checks cost: the MLP overhead, sync vs async.
+"""What `MinimaxModel`'s per-batch checks would cost if they waited: sync vs async.
 
 `MinimaxModel.fit` runs a `_TaskGuard` callback at every batch end. It reads
-the step's loss and invalid-id count on the host, so training stops *at* a
-batch with out-of-range task ids or a non-finite loss. That read makes Keras
-dispatch batch-end callbacks synchronously: on JAX, plain `fit` with
-`verbose=0` runs ahead of the device instead. This diagnostic measures the
-MLP workload of `overhead.py` (K = 8) twice per repeat: as shipped, and
-with the guard marked `async_safe` (Keras then runs it in a worker thread,
-and training would stop a few batches late) -- to say how much of the
-overhead is that read.
+the step's loss and invalid-id count on the host to stop training on a batch
+with out-of-range task ids or a non-finite loss. It is `async_safe`: on JAX
+and torch Keras runs it in a worker thread and the loop goes on, so training
+stops a few batches after a bad batch. Marked not `async_safe`, it would stop
+*at* the bad batch, but Keras would then dispatch batch-end callbacks on the
+loop's thread and every step would wait for the previous one (on JAX, plain
+`fit` with `verbose=0` runs ahead of the device). This diagnostic measures the
+MLP workload of `overhead.py` (K = 8) both ways in each repeat.
 
 Usage: `OMP_NUM_THREADS=1 KERAS_BACKEND=jax python benchmarks/guard_cost.py --repeats 2`
 """
@@ -36,7 +36,8 @@ def main():
         for asynchronous in (False, True):
             minimax_model._TaskGuard.async_safe = asynchronous
             row = overhead.measure("mlp", 8, args.rounds, args.epochs)
-            print(json.dumps({"guard": "async" if asynchronous else "sync (shipped)", **row}), flush=True)
+            print(json.dumps({"guard": "async (shipped)" if asynchronous else "sync", **row}), flush=True)
+    minimax_model._TaskGuard.async_safe = True
 
 
 if __name__ == "__main__":

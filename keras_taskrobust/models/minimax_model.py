@@ -9,12 +9,12 @@ from keras import ops
 from keras import tree
 
 from keras_taskrobust import backend
+from keras_taskrobust.metrics.task_losses import TASK_LOGS_KEY
 from keras_taskrobust.metrics.task_losses import TaskLosses
+from keras_taskrobust.metrics.task_losses import count_invalid_ids
 from keras_taskrobust.metrics.task_losses import expand_task_logs
 from keras_taskrobust.models import task_groups
 from keras_taskrobust.rules.weighting_rule import WeightingRule
-
-_INVALID_IDS_KEY = "_invalid_task_ids"
 
 
 @keras.saving.register_keras_serializable(package="keras_taskrobust")
@@ -164,50 +164,51 @@ class MinimaxModel(keras.Model):
     # --- Loss -------------------------------------------------------------
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        local_sums, local_counts, local_invalid = self._task_sums(x, y, y_pred, sample_weight)
+        k = self.num_tasks
+        local = self._task_totals(x, y, y_pred, sample_weight)
         # The group losses of the *global* batch: under tf.distribute (or
         # torch DDP) this step sees one replica's shard, and a group may be
-        # absent from one shard and present in another, so sums and counts
-        # are summed over the replicas first. Every replica then computes the
+        # absent from one shard and present in another, so the totals are
+        # summed over the replicas first. Every replica then computes the
         # same weights. (On JAX the step already sees the global batch.)
-        k = self.num_tasks
-        local_invalid = ops.reshape(ops.cast(local_invalid, "float32"), (1,))
-        totals = backend.replica_sum(ops.concatenate([local_sums, local_counts, local_invalid]))
-        sums, counts, invalid = totals[:k], totals[k : 2 * k], totals[2 * k]
+        totals = backend.replica_sum(local)
+        sums, counts = totals[:k, 0], totals[:k, 1]
         present = counts > 0
         batch_losses = sums / ops.maximum(counts, 1e-12)
-        finite = ops.all(ops.isfinite(ops.where(present, batch_losses, 0.0)))
+        finite = ops.isfinite(ops.sum(sums))  # absent tasks add 0
 
         # Snapshots: torch forbids assigning a variable read earlier in the graph.
         weights = ops.copy(self.task_weights.value)
         estimates = ops.copy(self.loss_estimates.value)
-        seen = self.task_counts.value > 0
         if training:
             rule = self.mirror_descent and self.mirror_descent.rule
             gram = None
             if rule is not None and rule.needs_gradients:
                 gram = self._task_gram(x, y, y_pred, sample_weight, rule)
-            weights, estimates = self._update_task_state(
-                weights, estimates, ops.stop_gradient(batch_losses), present, seen, finite, counts, gram
-            )
+            weights, estimates = self._update_task_state(weights, estimates, batch_losses, present, finite, counts, gram)
         # This replica's share of the objective: its part of each group's sum
         # over the global count. The shares' gradients add up to the gradient
         # of the global objective, and their values to its value. Absent
         # tasks contribute their (constant) estimate and no gradient.
-        share = local_sums / ops.maximum(counts, 1e-12)
-        task_losses = ops.where(present, share, ops.stop_gradient(estimates) / float(backend.num_replicas()))
+        share = local[:k, 0] / ops.maximum(counts, 1e-12)
+        task_losses = ops.where(present, share, estimates / float(backend.num_replicas()))
         loss = ops.sum(ops.stop_gradient(weights) * task_losses)
         if backend.loss_scale() != 1:  # torch DDP averages the gradients
             loss = loss * float(backend.loss_scale())
-        self.task_losses.update_state(sums, counts, weights, estimates, invalid)
+        self.task_losses.update_state(totals, weights, estimates)
         if self.losses:
             loss = loss + ops.sum(ops.stack([self._aggregate_additional_loss(l) for l in self.losses]))
         return loss
 
-    def _update_task_state(self, weights, estimates, batch_losses, present, seen, finite, counts, gram=None):
-        """Runs the weight rule (if any) and writes the new state variables."""
+    def _update_task_state(self, weights, estimates, batch_losses, present, finite, counts, gram=None):
+        """Runs the weight rule (if any) and writes the new state variables.
+
+        `batch_losses`, `counts` and `gram` are constants of the step (their
+        replica sums stop the gradient).
+        """
         descent = self.mirror_descent
         step = ops.copy(self.task_step.value)
+        seen = self.task_counts.value > 0
         if descent is None:
             # No rule: keep the last loss of each task, unaveraged.
             new_estimates = WeightingRule().estimate(estimates, batch_losses, present, seen)
@@ -215,20 +216,23 @@ class MinimaxModel(keras.Model):
         else:
             rule = descent.rule
             new_estimates = rule.estimate(estimates, batch_losses, present, seen)
-            warm = step >= descent.warmup_steps
-            updates = ops.maximum(step - descent.warmup_steps, 0)
-            due = ops.logical_and(warm, updates % descent.update_every == 0)
             extra = {"gram": gram} if rule.needs_gradients else {}
-            proposed = rule.update(weights, new_estimates, updates // descent.update_every, **extra)
-            uniform = ops.ones_like(weights) / float(self.num_tasks)
-            new_weights = ops.where(due, proposed, ops.where(warm, weights, uniform))
+            if descent.warmup_steps == 0 and descent.update_every == 1:
+                new_weights = rule.update(weights, new_estimates, step, **extra)
+            else:
+                warm = step >= descent.warmup_steps
+                updates = ops.maximum(step - descent.warmup_steps, 0)
+                due = ops.logical_and(warm, updates % descent.update_every == 0)
+                proposed = rule.update(weights, new_estimates, updates // descent.update_every, **extra)
+                uniform = ops.ones_like(weights) / float(self.num_tasks)
+                new_weights = ops.where(due, proposed, ops.where(warm, weights, uniform))
         # A non-finite loss changes nothing: the weights stay finite and the
         # fit guard stops training, naming the task.
         new_weights = ops.where(finite, new_weights, weights)
         new_estimates = ops.where(finite, new_estimates, estimates)
         self.task_weights.assign(new_weights)
         self.loss_estimates.assign(new_estimates)
-        self.task_counts.assign(self.task_counts.value + ops.stop_gradient(counts))
+        self.task_counts.assign_add(counts)
         self.task_step.assign(step + 1)
         return new_weights, new_estimates
 
@@ -261,16 +265,14 @@ class MinimaxModel(keras.Model):
 
         def task_losses(y_pred):
             if not rule.split_batch:
-                sums, counts, _ = self._task_sums(x, y, y_pred, sample_weight)
-                return sums / ops.maximum(backend.replica_sum(counts), 1e-12)
+                return self._task_shares(x, y, y_pred, sample_weight)
             # Task losses on the even and on the odd examples of the global
             # batch: [2K].
             parity = (ops.arange(size) + offset) % 2
             halves = []
             for half in (0, 1):
                 mask = ops.cast(parity == half, "float32")
-                sums, counts, _ = self._task_sums(x, y, y_pred, sample_weight, mask)
-                halves.append(sums / ops.maximum(backend.replica_sum(counts), 1e-12))
+                halves.append(self._task_shares(x, y, y_pred, sample_weight, mask))
             return ops.concatenate(halves)
 
         if rule.representation is not None:
@@ -319,14 +321,21 @@ class MinimaxModel(keras.Model):
             raise ValueError(f"Lookahead(layers={layer_names}): these layers have no trainable weights.")
         return variables
 
-    def _task_sums(self, x, y, y_pred, sample_weight, example_mask=None):
+    def _task_shares(self, x, y, y_pred, sample_weight, example_mask=None):
+        """`[K]`: this replica's loss sum of each task over its global count."""
+        local = self._task_totals(x, y, y_pred, sample_weight, example_mask)
+        k = self.num_tasks
+        return local[:k, 0] / ops.maximum(backend.replica_sum(local[:k, 1]), 1e-12)
+
+    def _task_totals(self, x, y, y_pred, sample_weight, example_mask=None):
+        """The `[K + 1, 3]` totals of `task_groups.totals_by_task_id`."""
         if self.loss is None:
             raise ValueError(
                 "MinimaxModel needs a loss: call `model.compile(loss=...)` with "
                 "the per-element loss to split into tasks."
             )
         if self.task_key is None:
-            return self._sums_per_output(y, y_pred, sample_weight, example_mask)
+            return self._totals_per_output(y, y_pred, sample_weight, example_mask)
         task_ids = self._task_ids(x)
         loss_fn = _unreduced(self.loss)
         if isinstance(y_pred, (dict, list, tuple)):
@@ -335,7 +344,7 @@ class MinimaxModel(keras.Model):
                 "for one task per output pass `task_key=None`."
             )
         losses = loss_fn(y, y_pred)
-        return task_groups.sums_by_task_id(losses, task_ids, sample_weight, self.num_tasks, example_mask)
+        return task_groups.totals_by_task_id(losses, task_ids, sample_weight, self.num_tasks, example_mask)
 
     def _task_ids(self, x):
         key = self.task_key
@@ -362,7 +371,7 @@ class MinimaxModel(keras.Model):
             "`task_key=None` for one task per output."
         )
 
-    def _sums_per_output(self, y, y_pred, sample_weight, example_mask=None):
+    def _totals_per_output(self, y, y_pred, sample_weight, example_mask=None):
         names = self.task_names
         if isinstance(y_pred, dict):
             if sorted(y_pred) != sorted(names):
@@ -389,23 +398,19 @@ class MinimaxModel(keras.Model):
                 "x[task_key] instead, or use a multi-output model."
             )
         losses = self.loss
-        sums, counts = [], []
+        rows = []
         for k, name in enumerate(outputs):
             loss_fn = _unreduced(pick(losses, name, k) if isinstance(losses, (dict, list, tuple)) else losses)
             weight = None if sample_weight is None else pick(sample_weight, name, k)
             losses_k = loss_fn(pick(y, name, k), pick(y_pred, name, k))
-            s, c = task_groups.sums_of_output(losses_k, weight, example_mask)
-            sums.append(s)
-            counts.append(c)
-        return ops.stack(sums), ops.stack(counts), 0
+            rows.append(task_groups.totals_of_output(losses_k, weight, example_mask))
+        # No task ids, so no invalid ones: the last row is zero.
+        return ops.stack([*rows, ops.zeros((3,))])
 
     # --- Logs and guards --------------------------------------------------
 
     def get_metrics_result(self):
-        logs = super().get_metrics_result()
-        # Internal: read and removed by `_TaskGuard` and `evaluate`.
-        logs[_INVALID_IDS_KEY] = ops.convert_to_tensor(self.task_losses.invalid_ids)
-        return backend.reducible_logs(logs)
+        return backend.reducible_logs(super().get_metrics_result())
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Called by the TensorFlow trainer only, and a no-op there without a
@@ -433,7 +438,6 @@ class MinimaxModel(keras.Model):
 
     def evaluate(self, *args, return_dict=False, **kwargs):
         logs = self._guarded(super().evaluate, 6, args, {**kwargs, "return_dict": True})
-        logs.pop(_INVALID_IDS_KEY, None)
         expand_task_logs(logs, self.task_names)
         return logs if return_dict else self._flatten_metrics_in_order(logs)
 
@@ -458,8 +462,9 @@ class MinimaxModel(keras.Model):
                 "(see guides/distributed_training.py). Or unset it with "
                 "`keras.distribution.set_distribution(None)`."
             )
-        guard = _TaskGuard(self)
-        callbacks = [guard] + list(callbacks or [])
+        callbacks = list(callbacks or [])
+        guard = _TaskGuard(self, callbacks)
+        callbacks = [guard] + callbacks
         if positional:
             args[callbacks_position] = callbacks
         else:
@@ -490,69 +495,93 @@ class _TaskGuard(keras.callbacks.Callback):
     """Turns the step's internal logs into user logs; stops on bad input.
 
     It is the first callback of every `fit` and `evaluate`: it spreads the
-    per-task vectors into `loss/<task>` and `weight/<task>` floats before
-    the other callbacks see the logs. A compiled step cannot raise, so the
-    step reports the number of invalid ids in its logs; this callback
-    removes that entry, stops the loop (so the model state is synced on
+    packed per-task vector into `loss/<task>`, `weight/<task>` and
+    `loss/worst` floats before the other callbacks see the logs. A compiled
+    step cannot raise, so the step counts the invalid task ids in that
+    vector; this callback stops the loop (so the model state is synced on
     every backend) and `MinimaxModel` raises after. It holds the model
     directly: `self.model` would sync JAX state each batch.
+
+    It is `async_safe`: on JAX and torch, Keras runs batch-end callbacks in
+    a worker thread and the loop does not wait for each step's logs, so
+    training stops a few batches after a bad one (within its epoch; on
+    TensorFlow at once). The task weights stay finite either way: a step
+    with a non-finite loss does not change them.
     """
 
-    def __init__(self, minimax):
+    # Reading the logs after every batch on the loop's own thread would make
+    # each step wait for the previous one: about a tenth of a small model's
+    # step time on JAX (benchmarks/RESULTS.md).
+    async_safe = True
+
+    def __init__(self, minimax, callbacks):
         super().__init__()
         self.minimax = minimax
         self.error = None
+        # Per-batch logs get the per-task keys only if someone reads them:
+        # the progress bar, or a callback with a batch-end hook (Keras' own
+        # test for whether to dispatch them asynchronously).
+        hooks = ("on_batch_end", "on_train_batch_end", "on_test_batch_end")
+        self.users_read_batches = any(
+            not getattr(getattr(callback, hook), "_is_default", False)
+            for callback in callbacks for hook in hooks
+        )
+        self.batch_logs = True
 
-    def _check_ids(self, logs):
-        invalid = logs.pop(_INVALID_IDS_KEY, 0) if logs else 0
-        if self.error is None and float(invalid) > 0:
+    def on_train_begin(self, logs=None):
+        self.batch_logs = self.users_read_batches or self.params.get("verbose") == 1
+
+    on_test_begin = on_train_begin
+
+    def _expand(self, logs, prefix="", batch=False):
+        """Expands `logs` in place; True if they counted invalid task ids."""
+        if not logs:
+            return False
+        if batch and not self.batch_logs:
+            # Nobody reads the values: only the count of invalid ids matters.
+            invalid = count_invalid_ids(logs.pop(TASK_LOGS_KEY, None), len(self.minimax.task_names))
+        else:
+            invalid = expand_task_logs(logs, self.minimax.task_names, prefix)
+        if invalid and self.error is None:
             m = self.minimax
             self.error = ValueError(
-                f"{int(float(invalid))} task ids in x[{m.task_key!r}] are outside "
+                f"{invalid} task ids in x[{m.task_key!r}] are outside "
                 f"[0, {m.num_tasks}) for MinimaxModel with tasks {m.task_names}. "
                 "Map every id into that range or set `num_tasks` to the number "
                 "of tasks; give positions to ignore sample weight 0."
             )
-            return True
-        return False
+        return invalid > 0
 
     def on_train_batch_end(self, batch, logs=None):
-        if logs:
-            expand_task_logs(logs, self.minimax.task_names)
-        if self._check_ids(logs):
+        values = logs.get(TASK_LOGS_KEY) if logs else None
+        if self._expand(logs, batch=True):
             self.minimax.stop_training = True
         if logs and "loss" in logs and not math.isfinite(float(logs["loss"])):
-            bad = [
-                name for name in self.minimax.task_names
-                if not math.isfinite(float(logs.get(f"loss/{name}", 0.0)))
-            ]
+            names = self.minimax.task_names
+            task_logs = {TASK_LOGS_KEY: values}
+            expand_task_logs(task_logs, names)
+            bad = [name for name in names if not math.isfinite(task_logs.get(f"loss/{name}", 0.0))]
             message = (
-                f"Non-finite loss for task(s) {bad or self.minimax.task_names} at "
-                f"batch {batch}: training stopped and the task weights were left "
-                "at their last finite values. Check that task's data and labels, "
-                "or lower the learning rate."
+                f"Non-finite loss for task(s) {bad or names} at batch {batch}: "
+                "training stopped and the task weights were left at their last "
+                "finite values. Check that task's data and labels, or lower the "
+                "learning rate."
             )
             warnings.warn(message, RuntimeWarning, stacklevel=2)
             self.minimax.stop_training = True
 
     def on_test_batch_end(self, batch, logs=None):
-        if logs:
-            expand_task_logs(logs, self.minimax.task_names)
-        if self._check_ids(logs):
+        if self._expand(logs, batch=True):
             self.minimax.stop_evaluating = True
 
     def on_epoch_end(self, epoch, logs=None):
-        # Internal entries stay out of History and the progress bar; the
-        # callbacks after this one see one float per task.
-        for prefix in ("", "val_"):
-            if logs:
-                logs.pop(prefix + _INVALID_IDS_KEY, None)
-                expand_task_logs(logs, self.minimax.task_names, prefix)
+        # The callbacks after this one, History and the progress bar see one
+        # float per task.
+        self._expand(logs)
+        self._expand(logs, "val_")
 
     def on_test_end(self, logs=None):
-        if logs:
-            logs.pop(_INVALID_IDS_KEY, None)
-            expand_task_logs(logs, self.minimax.task_names)
+        self._expand(logs)
 
 
 def _unreduced(loss):

@@ -2,6 +2,8 @@
 
 from keras import ops
 
+from keras_taskrobust import backend
+
 
 def expand_to(tensor, like, what):
     """Broadcasts `tensor` (its shape a prefix of `like`'s) to `like`'s shape.
@@ -22,6 +24,8 @@ def expand_to(tensor, like, what):
             f"per-element loss of shape {tuple(shape)}. Give one value per "
             "example (shape [batch]) or one per loss element (the loss's shape)."
         )
+    if tuple(tensor.shape) == shape and None not in shape:
+        return tensor
     for _ in range(target_rank - rank):
         tensor = ops.expand_dims(tensor, -1)
     return ops.broadcast_to(tensor, ops.shape(like))
@@ -42,8 +46,8 @@ def element_weights(losses, sample_weight, example_mask=None):
     return weight
 
 
-def sums_by_task_id(losses, task_ids, sample_weight, num_tasks, example_mask=None):
-    """Per-task weighted loss sums and weight counts from task ids.
+def totals_by_task_id(losses, task_ids, sample_weight, num_tasks, example_mask=None):
+    """Per-task totals of a per-element loss, grouped by task id.
 
     Args:
         losses: float tensor, the per-element loss.
@@ -53,28 +57,30 @@ def sums_by_task_id(losses, task_ids, sample_weight, num_tasks, example_mask=Non
         example_mask: optional `[batch]` 0/1 tensor selecting examples.
 
     Returns:
-        `(sums, counts, invalid)`: float `[K]` sums of `weight * loss`, float
-        `[K]` sums of `weight`, and the number of elements with a non-zero
-        weight whose id lies outside `[0, K)` (those are left out of both).
+        A float `[K + 1, 3]` tensor. Row `k < K` holds task `k`'s sum of
+        `weight * loss`, its sum of `weight`, and its number of elements with
+        a non-zero weight; row `K` holds the same for the elements whose id
+        lies outside `[0, K)`, which are left out of every task. One segment
+        sum computes it all.
     """
     ids = ops.reshape(expand_to(task_ids, losses, "Task ids"), (-1,))
-    weight = ops.reshape(element_weights(losses, sample_weight, example_mask), (-1,))
-    losses = ops.reshape(ops.cast(losses, "float32"), (-1,))
-    valid = ops.logical_and(ids >= 0, ids < num_tasks)
-    weighted = weight > 0
-    invalid = ops.sum(ops.cast(ops.logical_and(weighted, ops.logical_not(valid)), "int32"))
-    weight = ops.where(valid, weight, 0.0)
-    # `where`, not a product: a position of weight 0 (padding) may hold a NaN.
-    contribution = ops.where(weight > 0, weight * losses, 0.0)
-    ids = ops.where(valid, ids, 0)
-    sums = ops.segment_sum(contribution, ids, num_segments=num_tasks)
-    counts = ops.segment_sum(weight, ids, num_segments=num_tasks)
-    return sums, counts, invalid
+    ids = ops.where((ids >= 0) & (ids < num_tasks), ids, num_tasks)
+    if sample_weight is None and example_mask is None:
+        losses = ops.reshape(ops.cast(losses, "float32"), (-1,))
+        ones = ops.ones_like(losses)
+        columns = [losses, ones, ones]
+    else:
+        weight = ops.reshape(element_weights(losses, sample_weight, example_mask), (-1,))
+        losses = ops.reshape(ops.cast(losses, "float32"), (-1,))
+        weighted = weight > 0
+        # `where`, not a product: a position of weight 0 (padding) may hold a NaN.
+        columns = [ops.where(weighted, weight * losses, 0.0), weight, ops.cast(weighted, "float32")]
+    return backend.segment_sums(columns, ids, num_tasks + 1)
 
 
-def sums_of_output(losses, sample_weight, example_mask=None):
-    """Weighted loss sum and weight count of one output (one task)."""
+def totals_of_output(losses, sample_weight, example_mask=None):
+    """The `[3]` totals of one output (one task), as in `totals_by_task_id`."""
     weight = element_weights(losses, sample_weight, example_mask)
-    losses = ops.cast(losses, "float32")
-    contribution = ops.where(weight > 0, weight * losses, 0.0)
-    return ops.sum(contribution), ops.sum(weight)
+    weighted = weight > 0
+    contribution = ops.where(weighted, weight * ops.cast(losses, "float32"), 0.0)
+    return ops.stack([ops.sum(contribution), ops.sum(weight), ops.sum(ops.cast(weighted, "float32"))])

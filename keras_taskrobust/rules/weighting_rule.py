@@ -50,16 +50,14 @@ class WeightingRule:
             present: bool tensor `[K]`, which tasks are in this batch.
             seen: bool tensor `[K]`, which tasks had been seen before.
         """
-        averaged = self.average * estimates + (1.0 - self.average) * losses
-        first = ops.logical_and(present, ops.logical_not(seen))
-        new = ops.where(first, losses, averaged)
-        new = ops.where(present, new, estimates)
-        known = ops.logical_or(present, seen)
-        n_known = ops.sum(ops.cast(known, new.dtype))
-        mean_known = ops.sum(ops.where(known, new, 0.0)) / ops.maximum(
-            n_known, 1.0
-        )
-        return ops.where(known, new, mean_known)
+        if self.average:
+            averaged = self.average * estimates + (1.0 - self.average) * losses
+            first = ops.logical_and(present, ops.logical_not(seen))
+            losses = ops.where(first, losses, averaged)
+        new = ops.where(present, losses, estimates)
+        known = ops.cast(present | seen, new.dtype)
+        mean_known = ops.sum(new * known) / ops.maximum(ops.sum(known), 1.0)
+        return ops.where(known > 0, new, mean_known)
 
     def update(self, weights, estimates, step):
         """Returns the new task weights, a float tensor `[K]` on the simplex.
@@ -83,7 +81,7 @@ def resolve_schedule(value, step):
     """Evaluates a constant or a `keras.optimizers.schedules` schedule."""
     if callable(value):
         return ops.cast(value(step), "float32")
-    return ops.convert_to_tensor(value, "float32")
+    return float(value)
 
 
 def log_simplex(weights):
