@@ -12,11 +12,10 @@ def task_gradients(losses, loss_fn, values):
         losses, values, grad_outputs=torch.eye(n, dtype=losses.dtype, device=losses.device),
         retain_graph=True, allow_unused=True, is_grads_batched=True,
     )
-    return torch.cat(
-        [(torch.zeros((n, *v.shape), dtype=v.dtype, device=v.device) if g is None else g).reshape(n, -1)
-         for g, v in zip(gradients, values)],
-        dim=1,
-    )
+    rows = [(torch.zeros((n, *v.shape), dtype=v.dtype, device=v.device) if g is None else g).reshape(n, -1)
+            for g, v in zip(gradients, values)]
+    # One value (a representation): its rows as they are, without a copy.
+    return rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)
 
 
 def segment_sums(columns, ids, num_segments):
