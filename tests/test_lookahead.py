@@ -142,8 +142,12 @@ def test_gram_on_the_representation_matches_numpy(split):
     rule = rules.Lookahead(representation="hidden", split_batch=split)
     model.mirror_descent = MirrorDescent(rule)  # what fit does, for a direct call
     inputs = {"x": xb, "task_id": ib}
-    gram = model._task_gram(inputs, yb, model(inputs, training=True), wb, rule)
+    # Twice: where the step runs eagerly, the first call also checks that the
+    # head treats examples independently and the second takes one backward pass.
+    grams = [model._task_gram(inputs, yb, model(inputs, training=True), wb, rule) for _ in range(2)]
     model.mirror_descent = None
+    if keras.backend.backend() == "torch":
+        assert model._examples_independent == {"hidden": True}
 
     (w1, b1), (w2, b2) = net.layers[0].get_weights(), net.layers[1].get_weights()
     pred = np.tanh(xb @ w1 + b1) @ w2 + b2
@@ -163,4 +167,40 @@ def test_gram_on_the_representation_matches_numpy(split):
     else:
         j = rows(wb)
         expected = j @ j.T
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(gram), expected, rtol=1e-4, atol=1e-7)
+    for gram in grams:
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(gram), expected, rtol=1e-4, atol=1e-7)
+
+
+def test_gram_on_a_representation_below_batch_normalization_is_zero():
+    """Batch normalisation mixes the examples: the one-pass shortcut must not be taken.
+
+    Normalising with the batch's statistics removes any per-feature shift of
+    its input, so the exact `G` is 0; summing each example's own gradient by
+    task would not give 0.
+    """
+    x, y, ids, sw = per_example_data()
+    net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="hidden"),
+                            keras.layers.BatchNormalization(), keras.layers.Dense(2, name="out")])
+    model = MinimaxModel(net, num_tasks=K)
+    model.compile(loss="mse")
+    rule = rules.Lookahead(representation="hidden", split_batch=False)
+    model.mirror_descent = MirrorDescent(rule)
+    inputs = {"x": x[:16], "task_id": ids[:16]}
+    grams = [keras.ops.convert_to_numpy(model._task_gram(inputs, y[:16], model(inputs, training=True), sw[:16], rule))
+             for _ in range(2)]
+    model.mirror_descent = None
+    if keras.backend.backend() == "torch":
+        assert model._examples_independent == {"hidden": False}
+    for gram in grams:
+        np.testing.assert_allclose(gram, 0.0, atol=1e-9)
+
+    # In a fit, the re-run of the head that G needs leaves its state alone:
+    # the moving statistics move once per step, as without Lookahead.
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
+    moving = []
+    for callbacks in ([], [MirrorDescent(rule)]):
+        net.layers[1].moving_mean.assign(np.zeros(4))
+        model.fit(inputs, y[:16], batch_size=8, shuffle=False, verbose=0, callbacks=callbacks)
+        moving.append(net.layers[1].moving_mean.numpy())
+    np.testing.assert_allclose(moving[1], moving[0], rtol=1e-6)
+    assert np.abs(moving[0]).max() > 0

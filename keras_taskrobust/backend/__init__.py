@@ -14,6 +14,10 @@ belongs to the trainer).
 `[num_segments, C]` (ids in `[0, num_segments)`): the grouping of every
 training step, a single scatter on each backend.
 
+`is_concrete(tensor)`: whether the step runs eagerly, so that `tensor` has a
+value that can be read on the host (torch; TensorFlow with
+`run_eagerly=True`), rather than being traced for compilation.
+
 And the view of data-parallel training (the global batch split into shards,
 one per replica) that `MinimaxModel` needs to compute its group losses on the
 global batch:
@@ -42,6 +46,7 @@ import keras
 
 _backend = keras.backend.backend()
 if _backend == "jax":
+    from keras_taskrobust.backend.jax import is_concrete
     from keras_taskrobust.backend.jax import loss_scale
     from keras_taskrobust.backend.jax import note_forward
     from keras_taskrobust.backend.jax import num_replicas
@@ -51,6 +56,7 @@ if _backend == "jax":
     from keras_taskrobust.backend.jax import segment_sums
     from keras_taskrobust.backend.jax import task_gradients
 elif _backend == "tensorflow":
+    from keras_taskrobust.backend.tensorflow import is_concrete
     from keras_taskrobust.backend.tensorflow import loss_scale
     from keras_taskrobust.backend.tensorflow import note_forward
     from keras_taskrobust.backend.tensorflow import num_replicas
@@ -60,6 +66,7 @@ elif _backend == "tensorflow":
     from keras_taskrobust.backend.tensorflow import segment_sums
     from keras_taskrobust.backend.tensorflow import task_gradients
 elif _backend == "torch":
+    from keras_taskrobust.backend.torch import is_concrete
     from keras_taskrobust.backend.torch import loss_scale
     from keras_taskrobust.backend.torch import note_forward
     from keras_taskrobust.backend.torch import num_replicas

@@ -10,6 +10,10 @@ def task_gradients(losses, loss_fn, values):
     return jnp.concatenate([j.reshape(n, -1) for j in jacobian], axis=1)
 
 
+def is_concrete(tensor):
+    return not isinstance(tensor, jax.core.Tracer)
+
+
 def segment_sums(columns, ids, num_segments):
     return jax.ops.segment_sum(jnp.stack(columns, axis=1), ids, num_segments=num_segments)
 

@@ -23,6 +23,11 @@ def task_gradients(losses, loss_fn, values):
     return tf.stack(gradients)
 
 
+def is_concrete(tensor):
+    del tensor
+    return tf.executing_eagerly()
+
+
 def segment_sums(columns, ids, num_segments):
     return tf.math.unsorted_segment_sum(tf.stack(columns, axis=1), ids, num_segments)
 

@@ -8,14 +8,23 @@ def task_gradients(losses, loss_fn, values):
     # vmapped backward pass), keeping it for the trainer's backward pass.
     del loss_fn
     n = losses.shape[0]
-    gradients = torch.autograd.grad(
-        losses, values, grad_outputs=torch.eye(n, dtype=losses.dtype, device=losses.device),
-        retain_graph=True, allow_unused=True, is_grads_batched=True,
-    )
+    grad_outputs = torch.eye(n, dtype=losses.dtype, device=losses.device)
+    if n == 1:  # one ordinary backward pass
+        gradients = torch.autograd.grad(losses, values, grad_outputs=grad_outputs[0], retain_graph=True, allow_unused=True)
+        gradients = [None if g is None else g[None] for g in gradients]
+    else:
+        gradients = torch.autograd.grad(
+            losses, values, grad_outputs=grad_outputs, retain_graph=True, allow_unused=True, is_grads_batched=True
+        )
     rows = [(torch.zeros((n, *v.shape), dtype=v.dtype, device=v.device) if g is None else g).reshape(n, -1)
             for g, v in zip(gradients, values)]
     # One value (a representation): its rows as they are, without a copy.
     return rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)
+
+
+def is_concrete(tensor):
+    del tensor
+    return True  # Keras' torch step runs eagerly
 
 
 def segment_sums(columns, ids, num_segments):

@@ -248,8 +248,10 @@ class MinimaxModel(keras.Model):
                     f"{sorted(layers)}."
                 )
             output = layers[name].output
+            # The wrapped model's input structure (a Sequential's is one tensor).
+            inputs = self.model.inputs[0] if isinstance(self.model, keras.Sequential) else self.model.input
             cache[name] = (
-                keras.Model(self.model.inputs, output),
+                keras.Model(inputs, output),
                 keras.Model(output, self.model.outputs),
             )
         return cache[name]
@@ -276,14 +278,25 @@ class MinimaxModel(keras.Model):
             return ops.concatenate(halves)
 
         if rule.representation is not None:
-            # Gradients with respect to the layer's output, summed over the
-            # batch: the gradient of a per-feature shift of the representation.
             features = self._representations.pop(threading.get_ident())
             head = self._split_at(rule.representation)[1]
-            rerun = lambda values: task_losses(head(values[0], training=True))
-            jacobian = backend.task_gradients(task_losses(y_pred), rerun, [features])
-            n = jacobian.shape[0]
-            jacobian = ops.sum(ops.reshape(jacobian, (n, ops.shape(features)[0], -1)), axis=1)
+
+            def rerun(values):
+                # Stateless: a re-run must not update the head's state again
+                # (batch normalisation's moving statistics).
+                trainable = [v.value for v in head.trainable_variables]
+                non_trainable = [v.value for v in head.non_trainable_variables]
+                return task_losses(head.stateless_call(trainable, non_trainable, values[0], training=True)[0])
+
+            segments = None
+            if self.task_key is not None and len(self._task_ids(x).shape) == 1:
+                # Per-example tasks: the row of example i's task (and half).
+                # Invalid ids are in no task: their examples' gradients are 0.
+                ids, k = self._task_ids(x), self.num_tasks
+                segments = ops.where((ids >= 0) & (ids < k), ids, 0)
+                if rule.split_batch:
+                    segments = segments + k * ((ops.arange(size) + offset) % 2)
+            jacobian = self._representation_jacobian(rule.representation, features, task_losses(y_pred), rerun, segments)
             jacobian = backend.replica_sum(jacobian)
         else:
             variables = self._gradient_variables(rule.layers)
@@ -305,6 +318,45 @@ class MinimaxModel(keras.Model):
         else:
             gram = ops.matmul(jacobian, ops.transpose(jacobian))
         return ops.stop_gradient(gram)
+
+    def _representation_jacobian(self, name, features, losses, rerun, segments=None):
+        """`[n, D]`: row k is `sum_i dlosses[k] / dh_i` over the rows `h_i` of `features`.
+
+        The gradient of a per-feature shift of the representation. In
+        general this takes n backward passes through the layers above it
+        (batched where the backend can). With per-example tasks (`segments`,
+        example i's row of the result) and layers above the representation
+        that compute each example from that example alone (anything but,
+        e.g., batch normalisation in training mode), one backward pass of
+        `sum(losses)` gives each example's gradient `dL / dh_i`, which
+        belongs to its own row only: summing them by segment is the same
+        matrix. Where the step runs eagerly (torch, `run_eagerly=True` on
+        TensorFlow) the first step computes both and compares them, and later
+        steps take the single pass if they agree. A compiled step cannot
+        check, so it always takes the general route.
+        """
+        n = losses.shape[0]
+        batch = ops.shape(features)[0]
+
+        def general():
+            jacobian = backend.task_gradients(losses, rerun, [features])
+            return ops.sum(ops.reshape(jacobian, (n, batch, -1)), axis=1)
+
+        def one_pass():
+            total = lambda values: ops.sum(rerun(values))[None]
+            per_example = ops.reshape(backend.task_gradients(ops.sum(losses)[None], total, [features]), (batch, -1))
+            return ops.matmul(ops.transpose(ops.one_hot(segments, n)), per_example)
+
+        if segments is None or not backend.is_concrete(losses):
+            return general()
+        independent = self.__dict__.setdefault("_examples_independent", {})  # untracked
+        if name not in independent:
+            exact = general()
+            error = ops.convert_to_numpy(ops.norm(ops.reshape(one_pass() - exact, (-1,))))
+            scale = ops.convert_to_numpy(ops.norm(ops.reshape(exact, (-1,))))
+            independent[name] = bool(error <= 1e-4 * scale + 1e-12)
+            return exact
+        return one_pass() if independent[name] else general()
 
     def _gradient_variables(self, layer_names):
         if layer_names is None:

@@ -59,7 +59,11 @@ class Lookahead(WeightingRule):
       `representation` (functional and Sequential models): `g_k` is the
       gradient of task k's loss with respect to a per-feature shift of that
       output, `sum_i dL_k / dh_i`. Only the layers above it are
-      differentiated and the vectors are short: the cheapest choice.
+      differentiated and the vectors are short: the cheapest choice. With
+      per-example task ids and a step that runs eagerly (torch), it takes
+      a single backward pass once the first step has checked that those
+      layers treat examples independently (no batch normalisation in
+      training mode).
 
     Args:
         learning_rate: `lr`, the step size of the anticipated update. Defaults
