@@ -139,3 +139,44 @@ def test_batch_logs_carry_the_task_keys_for_callbacks_that_read_them(data):
         assert logs["loss/worst"] == max(logs[f"loss/{t}"] for t in "abc")
     # The last batch's weights are the model's (the step updates them first).
     assert [batches[-1][f"weight/{t}"] for t in "abc"] == pytest.approx(model.task_weights.numpy().tolist(), abs=1e-6)
+
+
+class RecordStep(keras.callbacks.Callback):
+    """Records the training step `fit` runs and the weights after each epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps, self.weights = [], []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.steps.append(self.model.train_function)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights.append(self.model.task_weights.numpy().copy())
+
+
+def test_fit_in_a_loop_compiles_the_step_once(data):
+    """Fits with equal MirrorDescent settings share one step; anything else rebuilds it."""
+    x, y = data
+    fit = lambda model, *callbacks, epochs=1: model.fit(x, y, batch_size=BATCH, epochs=epochs, shuffle=False,
+                                                         verbose=0, callbacks=list(callbacks))
+    one_call, looped = RecordStep(), RecordStep()
+    fit(new_model(), rule(), one_call, epochs=3)
+    model = new_model()
+    for _ in range(3):
+        fit(model, rule(), looped)
+    assert looped.steps[0] is looped.steps[1] is looped.steps[2]
+    np.testing.assert_allclose(looped.weights, one_call.weights, atol=1e-6)
+
+    # No rule: the weights stay put (the kept step is not used).
+    frozen = model.task_weights.numpy().copy()
+    fit(model)
+    np.testing.assert_array_equal(model.task_weights.numpy(), frozen)
+    # Other settings, or a new compile, build a new step.
+    other, recompiled = RecordStep(), RecordStep()
+    fit(model, rule(), looped)
+    fit(model, MirrorDescent(rules.ExponentiatedGradient(step_size=0.1, average=0.5)), other)
+    assert other.steps[0] is not looped.steps[-1]
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    fit(model, rule(), recompiled)
+    assert recompiled.steps[0] is not looped.steps[-1]

@@ -62,6 +62,4 @@ class MirrorDescent(keras.callbacks.Callback):
                 "Wrap the model: `MinimaxModel(model, num_tasks=K)`."
             )
         # `MinimaxModel.fit` detaches the rule when the fit ends.
-        model.mirror_descent = self
-        # The rule is traced into the training step: rebuild it.
-        model.make_train_function(force=True)
+        model._attach(self)

@@ -1,5 +1,6 @@
 """A Keras model trained on the worst of K task losses."""
 
+import functools
 import math
 import threading
 import warnings
@@ -483,10 +484,39 @@ class MinimaxModel(keras.Model):
             return self._guarded(super().fit, 5, args, kwargs)
         finally:
             # A MirrorDescent callback attaches its rule for this fit only,
-            # however the fit ends (even interrupted).
+            # however the fit ends (even interrupted). Its compiled step is
+            # kept aside for the next fit with the same settings, so that
+            # calling `fit` in a loop compiles once.
             if self.mirror_descent is not attached:
+                key = (_step_key(self.mirror_descent), self._compile_config)
+                self.__dict__["_parked_step"] = (key, self.train_function)
                 self.mirror_descent = attached
                 self.train_function = None
+
+    def make_train_function(self, force=False):
+        if force or self.train_function is None:
+            # The step reads the rule when it is traced. JAX caches traces by
+            # the function it jits, and Keras jits `self.train_step`, a bound
+            # method equal to every other: while a step built for one rule is
+            # alive (kept for a later fit), a step built for another would
+            # find its trace. A new callable per build keeps them apart.
+            self.__dict__["train_step"] = functools.partial(type(self).train_step, self)
+        return super().make_train_function(force=force)
+
+    def _attach(self, descent):
+        """Makes the `MirrorDescent` callback `descent` drive the training step.
+
+        Called as `fit` begins: the rule is traced into the step, so the step
+        is rebuilt unless the one kept from an earlier fit has the same rule
+        and settings, and the model has not been compiled again since (each
+        `compile` makes a new `_compile_config`).
+        """
+        self.mirror_descent = descent
+        (key, compiled), step = self.__dict__.pop("_parked_step", ((None, None), None))
+        if step is not None and key == _step_key(descent) and compiled is self._compile_config:
+            self.train_function = step
+        else:
+            self.make_train_function(force=True)
 
     def evaluate(self, *args, return_dict=False, **kwargs):
         logs = self._guarded(super().evaluate, 6, args, {**kwargs, "return_dict": True})
@@ -634,6 +664,15 @@ class _TaskGuard(keras.callbacks.Callback):
 
     def on_test_end(self, logs=None):
         self._expand(logs)
+
+
+def _step_key(descent):
+    """What a compiled step takes from a `MirrorDescent`: its rule and settings.
+
+    Objects in the rule's config (a schedule) compare by identity.
+    """
+    rule = descent.rule
+    return (type(rule), repr(rule.get_config()), descent.update_every, descent.warmup_steps)
 
 
 def _unreduced(loss):
