@@ -129,9 +129,8 @@ inner_step_size, layers, representation, split_batch)`: by default `G` is
 computed on all trainable weights (exact, but one backward pass per task and
 half-batch); `layers=[...]` restricts it to some layers' weights and
 `representation="name"` uses a layer's output instead (the cheapest: with
-one task id per example, on torch, a single backward pass through the layers
-above it, after the first step has checked that they treat the examples
-independently);
+one task id per example, a single backward pass through the layers above it,
+once `fit` has checked that they keep the examples apart);
 `entropy` trades robustness (small) against staying close to the average
 loss (large). See `benchmarks/RESULTS.md` for the failure-case benchmark
 over several seeds and the step-time cost.

@@ -14,6 +14,9 @@ belongs to the trainer).
 `[num_segments, C]` (ids in `[0, num_segments)`): the grouping of every
 training step, a single scatter on each backend.
 
+`gradient(fn, value)`: the gradient of the scalar `fn(value)` with respect
+to the tensor `value`, computed eagerly (outside the training step).
+
 `is_concrete(tensor)`: whether the step runs eagerly, so that `tensor` has a
 value that can be read on the host (torch; TensorFlow with
 `run_eagerly=True`), rather than being traced for compilation.
@@ -46,6 +49,7 @@ import keras
 
 _backend = keras.backend.backend()
 if _backend == "jax":
+    from keras_taskrobust.backend.jax import gradient
     from keras_taskrobust.backend.jax import is_concrete
     from keras_taskrobust.backend.jax import loss_scale
     from keras_taskrobust.backend.jax import note_forward
@@ -56,6 +60,7 @@ if _backend == "jax":
     from keras_taskrobust.backend.jax import segment_sums
     from keras_taskrobust.backend.jax import task_gradients
 elif _backend == "tensorflow":
+    from keras_taskrobust.backend.tensorflow import gradient
     from keras_taskrobust.backend.tensorflow import is_concrete
     from keras_taskrobust.backend.tensorflow import loss_scale
     from keras_taskrobust.backend.tensorflow import note_forward
@@ -66,6 +71,7 @@ elif _backend == "tensorflow":
     from keras_taskrobust.backend.tensorflow import segment_sums
     from keras_taskrobust.backend.tensorflow import task_gradients
 elif _backend == "torch":
+    from keras_taskrobust.backend.torch import gradient
     from keras_taskrobust.backend.torch import is_concrete
     from keras_taskrobust.backend.torch import loss_scale
     from keras_taskrobust.backend.torch import note_forward

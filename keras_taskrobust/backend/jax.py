@@ -10,6 +10,10 @@ def task_gradients(losses, loss_fn, values):
     return jnp.concatenate([j.reshape(n, -1) for j in jacobian], axis=1)
 
 
+def gradient(fn, value):
+    return jax.grad(fn)(value)
+
+
 def is_concrete(tensor):
     return not isinstance(tensor, jax.core.Tracer)
 

@@ -23,6 +23,14 @@ def task_gradients(losses, loss_fn, values):
     return tf.stack(gradients)
 
 
+def gradient(fn, value):
+    value = tf.convert_to_tensor(value)
+    with tf.GradientTape() as tape:
+        tape.watch(value)
+        out = fn(value)
+    return tape.gradient(out, value)
+
+
 def is_concrete(tensor):
     del tensor
     return tf.executing_eagerly()

@@ -22,6 +22,12 @@ def task_gradients(losses, loss_fn, values):
     return rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)
 
 
+def gradient(fn, value):
+    with torch.enable_grad():
+        value = torch.as_tensor(value).detach().requires_grad_(True)
+        return torch.autograd.grad(fn(value), value)[0]
+
+
 def is_concrete(tensor):
     del tensor
     return True  # Keras' torch step runs eagerly

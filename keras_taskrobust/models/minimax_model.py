@@ -6,6 +6,7 @@ import threading
 import warnings
 
 import keras
+import numpy as np
 from keras import ops
 from keras import tree
 
@@ -325,39 +326,55 @@ class MinimaxModel(keras.Model):
 
         The gradient of a per-feature shift of the representation. In
         general this takes n backward passes through the layers above it
-        (batched where the backend can). With per-example tasks (`segments`,
-        example i's row of the result) and layers above the representation
-        that compute each example from that example alone (anything but,
-        e.g., batch normalisation in training mode), one backward pass of
-        `sum(losses)` gives each example's gradient `dL / dh_i`, which
-        belongs to its own row only: summing them by segment is the same
-        matrix. Where the step runs eagerly (torch, `run_eagerly=True` on
-        TensorFlow) the first step computes both and compares them, and later
-        steps take the single pass if they agree. A compiled step cannot
-        check, so it always takes the general route.
+        (batched). With per-example tasks (`segments`: example i's row of the
+        result) and layers above the representation that compute each
+        example from that example alone (see `_independent_above`), one
+        backward pass of `sum(losses)` gives each example's gradient
+        `dL / dh_i`, which belongs to its own row only: summing them by
+        segment is the same matrix.
         """
         n = losses.shape[0]
         batch = ops.shape(features)[0]
-
-        def general():
-            jacobian = backend.task_gradients(losses, rerun, [features])
-            return ops.sum(ops.reshape(jacobian, (n, batch, -1)), axis=1)
-
-        def one_pass():
+        independent = self.__dict__.get("_independent", {}).get(name)
+        if independent is None and backend.is_concrete(losses):
+            independent = self._independent_above(name)
+        if segments is not None and independent:
             total = lambda values: ops.sum(rerun(values))[None]
             per_example = ops.reshape(backend.task_gradients(ops.sum(losses)[None], total, [features]), (batch, -1))
             return ops.matmul(ops.transpose(ops.one_hot(segments, n)), per_example)
+        jacobian = backend.task_gradients(losses, rerun, [features])
+        return ops.sum(ops.reshape(jacobian, (n, batch, -1)), axis=1)
 
-        if segments is None or not backend.is_concrete(losses):
-            return general()
-        independent = self.__dict__.setdefault("_examples_independent", {})  # untracked
-        if name not in independent:
-            exact = general()
-            error = ops.convert_to_numpy(ops.norm(ops.reshape(one_pass() - exact, (-1,))))
-            scale = ops.convert_to_numpy(ops.norm(ops.reshape(exact, (-1,))))
-            independent[name] = bool(error <= 1e-4 * scale + 1e-12)
-            return exact
-        return one_pass() if independent[name] else general()
+    def _independent_above(self, name):
+        """Whether the layers above layer `name` keep the examples apart.
+
+        Checked once per layer, eagerly (`fit` checks as it begins, before
+        the step is compiled), on a probe: random representations of three
+        examples, and the gradient of a random projection of the first
+        example's output. It is exactly 0 on the other two unless some layer
+        mixes examples (batch normalisation in training mode). A probe with
+        unknown dimensions cannot be made: then the answer is no.
+        """
+        verdicts = self.__dict__.setdefault("_independent", {})  # untracked
+        if name not in verdicts:
+            head = self._split_at(name)[1]
+            spec = head.inputs[0]
+            if any(d is None for d in spec.shape[1:]):
+                verdicts[name] = False
+                return False
+            rng = np.random.default_rng(0)
+            probe = ops.convert_to_tensor(rng.normal(size=(3, *spec.shape[1:])), spec.dtype)
+            trainable = [v.value for v in head.trainable_variables]
+            non_trainable = [v.value for v in head.non_trainable_variables]
+            run = lambda h: tree.flatten(head.stateless_call(trainable, non_trainable, h, training=True)[0])
+            directions = [ops.convert_to_tensor(rng.normal(size=tuple(o.shape[1:])), "float32") for o in run(probe)]
+
+            def first_example(h):
+                return ops.sum(ops.stack([ops.sum(ops.cast(o[0], "float32") * d) for o, d in zip(run(h), directions)]))
+
+            others = ops.convert_to_numpy(backend.gradient(first_example, probe)[1:])
+            verdicts[name] = not np.any(others)
+        return verdicts[name]
 
     def _gradient_variables(self, layer_names):
         if layer_names is None:
@@ -512,6 +529,9 @@ class MinimaxModel(keras.Model):
         `compile` makes a new `_compile_config`).
         """
         self.mirror_descent = descent
+        representation = getattr(descent and descent.rule, "representation", None)
+        if representation is not None:
+            self._independent_above(representation)  # now, before the step is traced
         (key, compiled), step = self.__dict__.pop("_parked_step", ((None, None), None))
         if step is not None and key == _step_key(descent) and compiled is self._compile_config:
             self.train_function = step

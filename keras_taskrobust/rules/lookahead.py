@@ -60,10 +60,9 @@ class Lookahead(WeightingRule):
       gradient of task k's loss with respect to a per-feature shift of that
       output, `sum_i dL_k / dh_i`. Only the layers above it are
       differentiated and the vectors are short: the cheapest choice. With
-      per-example task ids and a step that runs eagerly (torch), it takes
-      a single backward pass once the first step has checked that those
-      layers treat examples independently (no batch normalisation in
-      training mode).
+      one task id per example, it takes a single backward pass when those
+      layers keep the examples apart (no batch normalisation in training
+      mode), which `fit` checks once as it begins.
 
     Args:
         learning_rate: `lr`, the step size of the anticipated update. Defaults
