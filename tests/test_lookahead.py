@@ -140,7 +140,7 @@ def test_gram_on_the_representation_matches_numpy(split):
     model = MinimaxModel(net, num_tasks=K)
     model.compile(loss="mse")
     rule = rules.Lookahead(representation="hidden", split_batch=split)
-    model.mirror_descent = MirrorDescent(rule)  # what fit does, for a direct call
+    model._attach(MirrorDescent(rule))  # what fit does, for a direct call
     inputs = {"x": xb, "task_id": ib}
     gram = model._task_gram(inputs, yb, model(inputs, training=True), wb, rule)
     model.mirror_descent = None
@@ -181,7 +181,7 @@ def test_gram_on_a_representation_below_batch_normalization_is_zero():
     model = MinimaxModel(net, num_tasks=K)
     model.compile(loss="mse")
     rule = rules.Lookahead(representation="hidden", split_batch=False)
-    model.mirror_descent = MirrorDescent(rule)
+    model._attach(MirrorDescent(rule))
     inputs = {"x": x[:16], "task_id": ids[:16]}
     gram = keras.ops.convert_to_numpy(model._task_gram(inputs, y[:16], model(inputs, training=True), sw[:16], rule))
     model.mirror_descent = None

@@ -17,10 +17,6 @@ training step, a single scatter on each backend.
 `gradient(fn, value)`: the gradient of the scalar `fn(value)` with respect
 to the tensor `value`, computed eagerly (outside the training step).
 
-`is_concrete(tensor)`: whether the step runs eagerly, so that `tensor` has a
-value that can be read on the host (torch; TensorFlow with
-`run_eagerly=True`), rather than being traced for compilation.
-
 And the view of data-parallel training (the global batch split into shards,
 one per replica) that `MinimaxModel` needs to compute its group losses on the
 global batch:
@@ -50,7 +46,6 @@ import keras
 _backend = keras.backend.backend()
 if _backend == "jax":
     from keras_taskrobust.backend.jax import gradient
-    from keras_taskrobust.backend.jax import is_concrete
     from keras_taskrobust.backend.jax import loss_scale
     from keras_taskrobust.backend.jax import note_forward
     from keras_taskrobust.backend.jax import num_replicas
@@ -61,7 +56,6 @@ if _backend == "jax":
     from keras_taskrobust.backend.jax import task_gradients
 elif _backend == "tensorflow":
     from keras_taskrobust.backend.tensorflow import gradient
-    from keras_taskrobust.backend.tensorflow import is_concrete
     from keras_taskrobust.backend.tensorflow import loss_scale
     from keras_taskrobust.backend.tensorflow import note_forward
     from keras_taskrobust.backend.tensorflow import num_replicas
@@ -72,7 +66,6 @@ elif _backend == "tensorflow":
     from keras_taskrobust.backend.tensorflow import task_gradients
 elif _backend == "torch":
     from keras_taskrobust.backend.torch import gradient
-    from keras_taskrobust.backend.torch import is_concrete
     from keras_taskrobust.backend.torch import loss_scale
     from keras_taskrobust.backend.torch import note_forward
     from keras_taskrobust.backend.torch import num_replicas

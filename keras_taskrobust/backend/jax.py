@@ -14,10 +14,6 @@ def gradient(fn, value):
     return jax.grad(fn)(value)
 
 
-def is_concrete(tensor):
-    return not isinstance(tensor, jax.core.Tracer)
-
-
 def segment_sums(columns, ids, num_segments):
     return jax.ops.segment_sum(jnp.stack(columns, axis=1), ids, num_segments=num_segments)
 

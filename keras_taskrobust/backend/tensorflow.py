@@ -31,11 +31,6 @@ def gradient(fn, value):
     return tape.gradient(out, value)
 
 
-def is_concrete(tensor):
-    del tensor
-    return tf.executing_eagerly()
-
-
 def segment_sums(columns, ids, num_segments):
     return tf.math.unsorted_segment_sum(tf.stack(columns, axis=1), ids, num_segments)
 

@@ -28,11 +28,6 @@ def gradient(fn, value):
         return torch.autograd.grad(fn(value), value)[0]
 
 
-def is_concrete(tensor):
-    del tensor
-    return True  # Keras' torch step runs eagerly
-
-
 def segment_sums(columns, ids, num_segments):
     # One scatter: Keras' torch `segment_sum` takes about twenty tensor ops,
     # each a few microseconds of eager dispatch in every training step.

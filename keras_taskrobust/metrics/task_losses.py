@@ -78,10 +78,8 @@ def expand_task_logs(logs, task_names, prefix=""):
     values = logs.pop(prefix + TASK_LOGS_KEY, None)
     if values is None:
         return 0
-    values = np.asarray(keras.ops.convert_to_numpy(values), dtype="float64").reshape(-1)
     k = len(task_names)
-    totals = values[: 3 * (k + 1)].reshape(k + 1, 3)
-    weights, estimates = values[3 * (k + 1) : 3 * (k + 1) + k], values[3 * (k + 1) + k :]
+    totals, weights, estimates = _unpack(values, k)
     sums, counts = totals[:k, 0], totals[:k, 1]
     with np.errstate(divide="ignore", invalid="ignore"):
         losses = np.where(counts > 0, sums / counts, estimates)
@@ -94,7 +92,14 @@ def count_invalid_ids(values, num_tasks):
     """The count of out-of-range task ids in a packed task vector (or `None`)."""
     if values is None:
         return 0
-    return int(np.asarray(keras.ops.convert_to_numpy(values)).reshape(-1)[3 * num_tasks + 2])
+    return int(_unpack(values, num_tasks)[0][num_tasks, 2])
+
+
+def _unpack(values, num_tasks):
+    """`TaskLosses.result()`'s vector as NumPy `(totals [K + 1, 3], weights [K], estimates [K])`."""
+    values = np.asarray(keras.ops.convert_to_numpy(values), dtype="float64").reshape(-1)
+    k = num_tasks
+    return values[: 3 * (k + 1)].reshape(k + 1, 3), values[3 * (k + 1) : 3 * (k + 1) + k], values[3 * (k + 1) + k :]
 
 
 @functools.lru_cache(maxsize=64)

@@ -291,10 +291,11 @@ class MinimaxModel(keras.Model):
                 return task_losses(head.stateless_call(trainable, non_trainable, values[0], training=True)[0])
 
             segments = None
-            if self.task_key is not None and len(self._task_ids(x).shape) == 1:
+            ids = None if self.task_key is None else self._task_ids(x)
+            if ids is not None and len(ids.shape) == 1:
                 # Per-example tasks: the row of example i's task (and half).
                 # Invalid ids are in no task: their examples' gradients are 0.
-                ids, k = self._task_ids(x), self.num_tasks
+                k = self.num_tasks
                 segments = ops.where((ids >= 0) & (ids < k), ids, 0)
                 if rule.split_batch:
                     segments = segments + k * ((ops.arange(size) + offset) % 2)
@@ -335,10 +336,8 @@ class MinimaxModel(keras.Model):
         """
         n = losses.shape[0]
         batch = ops.shape(features)[0]
-        independent = self.__dict__.get("_independent", {}).get(name)
-        if independent is None and backend.is_concrete(losses):
-            independent = self._independent_above(name)
-        if segments is not None and independent:
+        # Checked by `_attach` before the step is traced; unchecked: no.
+        if segments is not None and self.__dict__.get("_independent", {}).get(name, False):
             total = lambda values: ops.sum(rerun(values))[None]
             per_example = ops.reshape(backend.task_gradients(ops.sum(losses)[None], total, [features]), (batch, -1))
             return ops.matmul(ops.transpose(ops.one_hot(segments, n)), per_example)
