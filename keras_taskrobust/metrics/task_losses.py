@@ -38,31 +38,30 @@ class TaskLosses(keras.metrics.Metric):
         super().__init__(name=name, **kwargs)
         self.task_names = list(task_names)
         k = len(self.task_names)
-        # The step passes values of the global batch, the same on every
-        # replica: under tf.distribute, reading a variable outside the step
-        # averages identical copies (the default, "sum", would add them).
-        variable = lambda shape, name: self.add_variable(shape, "zeros", aggregation="mean", name=name)
-        # The sums of the step's task totals (see `totals_by_task_id`): per
-        # task, loss sum, weight sum and element count; the last row, ids
-        # outside [0, K).
-        self.totals = variable((k + 1, 3), "totals")
-        self.weights_now = variable((k,), "weights")
-        self.estimates = variable((k,), "estimates")
+        # One vector in the layout of `_unpack`: the sums of the steps' task
+        # totals (see `totals_by_task_id`: per task, loss sum, weight sum and
+        # element count; the last row, ids outside [0, K)), then the current
+        # weights and estimates. One variable, one write per step. The step
+        # passes values of the global batch, the same on every replica: under
+        # tf.distribute, reading it outside the step averages identical
+        # copies (the default, "sum", would add them).
+        self.packed = self.add_variable((3 * (k + 1) + 2 * k,), "zeros", aggregation="mean", name="packed")
 
     def update_state(self, totals, weights, estimates):
         """Adds a step's `[K + 1, 3]` totals; keeps its weights and estimates.
 
         All three are constants of the step (no gradient flows into them).
         """
-        self.totals.assign_add(totals)
-        self.weights_now.assign(weights)
-        self.estimates.assign(estimates)
+        size = 3 * (len(self.task_names) + 1)
+        sums = self.packed.value[:size] + ops.reshape(totals, (-1,))
+        self.packed.assign(ops.concatenate([sums, weights, estimates]))
 
     def result(self):
         # Raw: `expand_task_logs` divides the sums by the counts on the host,
-        # so the step computes no more than it must after every batch.
-        values = [ops.reshape(self.totals.value, (-1,)), self.weights_now.value, self.estimates.value]
-        return {TASK_LOGS_KEY: ops.concatenate(values)}
+        # so the step computes no more than it must after every batch. A
+        # copy: on torch the next step writes the variable in place while
+        # Keras may still be converting these logs in its callback thread.
+        return {TASK_LOGS_KEY: ops.copy(self.packed.value)}
 
     def get_config(self):
         return {"task_names": self.task_names, **super().get_config()}

@@ -176,12 +176,15 @@ class MinimaxModel(keras.Model):
         totals = backend.replica_sum(local)
         sums, counts = totals[:k, 0], totals[:k, 1]
         present = counts > 0
-        batch_losses = sums / ops.maximum(counts, 1e-12)
+        safe_counts = ops.maximum(counts, 1e-12)
+        batch_losses = sums / safe_counts
         finite = ops.isfinite(ops.sum(sums))  # absent tasks add 0
 
-        # Snapshots: torch forbids assigning a variable read earlier in the graph.
-        weights = ops.copy(self.task_weights.value)
-        estimates = ops.copy(self.loss_estimates.value)
+        # Read, not copied: the step computes the new values before it writes
+        # the variables, and the loss below uses those new tensors, not the
+        # variables' storage (torch forbids writing a tensor that the
+        # backward pass needs).
+        weights, estimates = self.task_weights.value, self.loss_estimates.value
         if training:
             rule = self.mirror_descent and self.mirror_descent.rule
             gram = None
@@ -192,8 +195,9 @@ class MinimaxModel(keras.Model):
         # over the global count. The shares' gradients add up to the gradient
         # of the global objective, and their values to its value. Absent
         # tasks contribute their (constant) estimate and no gradient.
-        share = local[:k, 0] / ops.maximum(counts, 1e-12)
-        task_losses = ops.where(present, share, estimates / float(backend.num_replicas()))
+        replicas = backend.num_replicas()
+        absent = estimates if replicas == 1 else estimates / float(replicas)
+        task_losses = ops.where(present, local[:k, 0] / safe_counts, absent)
         loss = ops.sum(ops.stop_gradient(weights) * task_losses)
         if backend.loss_scale() != 1:  # torch DDP averages the gradients
             loss = loss * float(backend.loss_scale())
@@ -206,10 +210,11 @@ class MinimaxModel(keras.Model):
         """Runs the weight rule (if any) and writes the new state variables.
 
         `batch_losses`, `counts` and `gram` are constants of the step (their
-        replica sums stop the gradient).
+        replica sums stop the gradient). Returns the new weights and
+        estimates, new tensors (not the variables' storage).
         """
         descent = self.mirror_descent
-        step = ops.copy(self.task_step.value)
+        step = self.task_step.value
         seen = self.task_counts.value > 0
         if descent is None:
             # No rule: keep the last loss of each task, unaveraged.

@@ -63,18 +63,18 @@ def totals_by_task_id(losses, task_ids, sample_weight, num_tasks, example_mask=N
         lies outside `[0, K)`, which are left out of every task. One segment
         sum computes it all.
     """
-    ids = ops.reshape(expand_to(task_ids, losses, "Task ids"), (-1,))
+    flat = lambda t: t if len(t.shape) == 1 else ops.reshape(t, (-1,))  # per-example: flat already
+    ids = flat(expand_to(task_ids, losses, "Task ids"))
     ids = ops.where((ids >= 0) & (ids < num_tasks), ids, num_tasks)
+    values = flat(ops.cast(losses, "float32"))
     if sample_weight is None and example_mask is None:
-        losses = ops.reshape(ops.cast(losses, "float32"), (-1,))
-        ones = ops.ones_like(losses)
-        columns = [losses, ones, ones]
+        ones = ops.ones_like(values)
+        columns = [values, ones, ones]
     else:
-        weight = ops.reshape(element_weights(losses, sample_weight, example_mask), (-1,))
-        losses = ops.reshape(ops.cast(losses, "float32"), (-1,))
+        weight = flat(element_weights(losses, sample_weight, example_mask))
         weighted = weight > 0
         # `where`, not a product: a position of weight 0 (padding) may hold a NaN.
-        columns = [ops.where(weighted, weight * losses, 0.0), weight, ops.cast(weighted, "float32")]
+        columns = [ops.where(weighted, weight * values, 0.0), weight, ops.cast(weighted, "float32")]
     return backend.segment_sums(columns, ids, num_tasks + 1)
 
 

@@ -55,9 +55,10 @@ class WeightingRule:
             first = ops.logical_and(present, ops.logical_not(seen))
             losses = ops.where(first, losses, averaged)
         new = ops.where(present, losses, estimates)
-        known = ops.cast(present | seen, new.dtype)
-        mean_known = ops.sum(new * known) / ops.maximum(ops.sum(known), 1.0)
-        return ops.where(known > 0, new, mean_known)
+        known = present | seen
+        weight = ops.cast(known, new.dtype)
+        mean_known = ops.sum(new * weight) / ops.maximum(ops.sum(weight), 1.0)
+        return ops.where(known, new, mean_known)
 
     def update(self, weights, estimates, step):
         """Returns the new task weights, a float tensor `[K]` on the simplex.
