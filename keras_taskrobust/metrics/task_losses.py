@@ -23,12 +23,13 @@ class TaskLosses(keras.metrics.Metric):
     current weight), plus `loss/worst`, the largest task loss. A task absent
     from every batch of the epoch reports its last loss estimate instead of a
     fake 0 or a NaN. It also counts the elements whose task id was out of
-    range, which `MinimaxModel` turns into an error. `result()` packs its
-    state into one vector; `expand_task_logs` computes and spreads the values,
-    which `MinimaxModel` does before any callback sees the logs.
+    range, which `MinimaxModel` turns into an error. Its state is one packed
+    vector, which `result()` returns (copied); `expand_task_logs` computes
+    and spreads the values, which `MinimaxModel` does before any callback
+    sees the logs.
 
-    `MinimaxModel` creates and updates it; its variables are ordinary metric
-    variables, so they reset each epoch and reach `logs` on every backend.
+    `MinimaxModel` creates and updates it; its variable is an ordinary metric
+    variable, so it resets each epoch and reaches `logs` on every backend.
 
     Args:
         task_names: list of the K task names used in the log keys.
