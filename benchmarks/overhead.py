@@ -20,18 +20,18 @@ a shared machine hits both alike; a `MinimaxModel` fit with the same
 takes a fraction of a second. Each fit runs `1 + --epochs` epochs; the first
 (the fit's own set-up) is dropped and every other epoch gives one sample,
 its wall time / steps, timed from `on_epoch_begin` to `on_epoch_end`.
+Epochs rather than batches: Keras dispatches the plain model's batch-end
+callbacks asynchronously on JAX and torch, so per-batch timings would miss compute
+still in flight; by `on_epoch_end` it has all been waited for. Reported: the
+median step time of each, and the ratio as the median over rounds of the
+round's minimax/plain ratio (each pair measured within a second of each
+other), with the range of the per-round ratios.
 
 A third model in each round gives the floor: `Forwarding`, a `keras.Model`
 that takes the same dict input, drops the task ids and calls the net, with
 Keras' own loss and no task logic. Its ratio to the plain model is what any
 wrapper model with a task-id input costs in Keras' trainer; the minimax ratio
-above it is what the grouping, the weight rule and the task logs cost. Epochs
-rather than batches: Keras dispatches the plain model's batch-end callbacks
-asynchronously on JAX and torch, so per-batch timings would miss compute
-still in flight; by `on_epoch_end` it has all been waited for. Reported: the
-median step time of each, and the ratio as the median over rounds of the
-round's minimax/plain ratio (each pair measured within a second of each
-other), with the range of the per-round ratios.
+above it is what the grouping, the weight rule and the task logs cost.
 
 Usage:
 

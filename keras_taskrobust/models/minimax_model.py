@@ -291,9 +291,7 @@ class MinimaxModel(keras.Model):
             def rerun(values):
                 # Stateless: a re-run must not update the head's state again
                 # (batch normalisation's moving statistics).
-                trainable = [v.value for v in head.trainable_variables]
-                non_trainable = [v.value for v in head.non_trainable_variables]
-                return task_losses(head.stateless_call(trainable, non_trainable, values[0], training=True)[0])
+                return task_losses(_stateless_forward(head, values[0]))
 
             segments = None
             ids = None if self.task_key is None else self._task_ids(x)
@@ -368,9 +366,7 @@ class MinimaxModel(keras.Model):
                 return False
             rng = np.random.default_rng(0)
             probe = ops.convert_to_tensor(rng.normal(size=(3, *spec.shape[1:])), spec.dtype)
-            trainable = [v.value for v in head.trainable_variables]
-            non_trainable = [v.value for v in head.non_trainable_variables]
-            run = lambda h: tree.flatten(head.stateless_call(trainable, non_trainable, h, training=True)[0])
+            run = lambda h: tree.flatten(_stateless_forward(head, h))
             directions = [ops.convert_to_tensor(rng.normal(size=tuple(o.shape[1:])), "float32") for o in run(probe)]
 
             def first_example(h):
@@ -688,6 +684,13 @@ class _TaskGuard(keras.callbacks.Callback):
 
     def on_test_end(self, logs=None):
         self._expand(logs)
+
+
+def _stateless_forward(model, inputs):
+    """`model(inputs, training=True)`, leaving its state (batch statistics) as it is."""
+    trainable = [v.value for v in model.trainable_variables]
+    non_trainable = [v.value for v in model.non_trainable_variables]
+    return model.stateless_call(trainable, non_trainable, inputs, training=True)[0]
 
 
 def _step_key(descent):
