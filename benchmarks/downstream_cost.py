@@ -31,17 +31,13 @@ Usage:
     python benchmarks/downstream_cost.py --backend torch  # one backend, JSON lines
 """
 
-import argparse
-import json
-import os
 import statistics
 import time
 
 import numpy as np
 
-from overhead import rows_from_backends
+import per_backend
 
-BACKENDS = ("jax", "tensorflow", "torch")
 NUM_TASKS = 4
 
 
@@ -179,11 +175,10 @@ def measure(workload, rounds):
     }
 
 
-def run_backend(backend, rounds):
-    os.environ["KERAS_BACKEND"] = backend  # read when keras is first imported
-    os.environ["HF_HUB_OFFLINE"] = "1"
+def measure_backend(rounds):
+    """Yields a result row per workload, for the backend of this process."""
     for workload in WORKLOADS:
-        print(json.dumps(measure(workload, rounds)), flush=True)
+        yield measure(workload, rounds)
 
 
 def markdown_table(rows):
@@ -201,22 +196,8 @@ def markdown_table(rows):
     return "\n".join(lines)
 
 
-def run_all(rounds):
-    print(markdown_table(rows_from_backends(__file__, ["--rounds", str(rounds)])))
-
-
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--all", action="store_true", help="run every backend in a subprocess")
-    mode.add_argument("--backend", choices=BACKENDS)
-    parser.add_argument("--rounds", type=int, default=5, help="epoch/evaluation alternations")
-    args = parser.parse_args()
-    if args.all:
-        run_all(args.rounds)
-    else:
-        run_backend(args.backend, args.rounds)
-
-
 if __name__ == "__main__":
-    main()
+    per_backend.main(
+        __file__, __doc__.splitlines()[0], {"rounds": (5, "epoch/evaluation alternations")},
+        measure_backend, markdown_table,
+    )

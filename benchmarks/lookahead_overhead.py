@@ -17,16 +17,13 @@ Usage:
     python benchmarks/lookahead_overhead.py --all
 """
 
-import argparse
-import json
 import statistics
 
 import numpy as np
 
 from overhead import epoch_step_times
-from overhead import rows_from_backends
+import per_backend
 
-BACKENDS = ("jax", "tensorflow", "torch")
 K = 8
 
 
@@ -78,26 +75,19 @@ def measure(rounds, epochs):
             for name in models:
                 ratios[name].append(medians[name] / medians["ExponentiatedGradient"])
     for name in models:
-        print(json.dumps({"backend": keras.backend.backend(), "rule": name,
-                          "ms": 1e3 * statistics.median(times[name]),
-                          "ratio": statistics.median(ratios[name])}), flush=True)
+        yield {"backend": keras.backend.backend(), "rule": name,
+               "ms": 1e3 * statistics.median(times[name]), "ratio": statistics.median(ratios[name])}
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--all", action="store_true", help="run every backend in a subprocess")
-    parser.add_argument("--backend", choices=BACKENDS, help="the backend of this process (set by --all)")
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--epochs", type=int, default=1)
-    args = parser.parse_args()
-    if not args.all:
-        measure(args.rounds, args.epochs)
-        return
-    rows = rows_from_backends(__file__, ["--rounds", str(args.rounds), "--epochs", str(args.epochs)])
-    print("| backend | rule | ms/step | ratio to ExponentiatedGradient |\n|---|---|---:|---:|")
-    for r in rows:
-        print(f"| {r['backend']} | {r['rule']} | {r['ms']:.2f} | {r['ratio']:.2f} |")
+def markdown_table(rows):
+    lines = ["| backend | rule | ms/step | ratio to ExponentiatedGradient |", "|---|---|---:|---:|"]
+    lines += [f"| {r['backend']} | {r['rule']} | {r['ms']:.2f} | {r['ratio']:.2f} |" for r in rows]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    main()
+    per_backend.main(
+        __file__, __doc__.splitlines()[0],
+        {"rounds": (10, "alternations of the four fits"), "epochs": (1, "timed epochs per fit")},
+        measure, markdown_table,
+    )

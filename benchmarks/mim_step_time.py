@@ -28,17 +28,13 @@ Usage:
     OMP_NUM_THREADS=1 python benchmarks/mim_step_time.py --all
 """
 
-import argparse
-import json
-import os
 import statistics
 import time
 
 import numpy as np
 
-from overhead import rows_from_backends
+import per_backend
 
-BACKENDS = ("jax", "tensorflow", "torch")
 BATCH, STEPS = 128, 20
 VARIANTS = ("plain, pixels only", "plain, 3 targets", "MinimaxModel, 3 targets")
 
@@ -120,10 +116,10 @@ def measure(rounds, epochs):
         base = statistics.median(times[VARIANTS[0]])
         for variant in VARIANTS:
             ms = statistics.median(times[variant])
-            print(json.dumps({
+            yield {
                 "backend": keras.backend.backend(), "input": kind, "variant": variant, "ms": 1e3 * ms,
                 "ratio": ms / base, "round_ratios": ratios[variant],
-            }), flush=True)
+            }
 
 
 def markdown_table(rows):
@@ -139,21 +135,9 @@ def markdown_table(rows):
     return "\n".join(lines)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--all", action="store_true", help="run every backend in a subprocess")
-    mode.add_argument("--backend", choices=BACKENDS)
-    parser.add_argument("--rounds", type=int, default=3, help="alternations of the three fits")
-    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per fit")
-    args = parser.parse_args()
-    if args.all:
-        rows = rows_from_backends(__file__, ["--rounds", str(args.rounds), "--epochs", str(args.epochs)])
-        print(markdown_table(rows))
-    else:
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        measure(args.rounds, args.epochs)
-
-
 if __name__ == "__main__":
-    main()
+    per_backend.main(
+        __file__, __doc__.splitlines()[0],
+        {"rounds": (3, "alternations of the three fits"), "epochs": (3, "timed epochs per fit")},
+        measure, markdown_table,
+    )

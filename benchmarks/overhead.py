@@ -39,17 +39,13 @@ Usage:
     python benchmarks/overhead.py --backend torch  # one backend, JSON lines
 """
 
-import argparse
-import json
-import os
 import statistics
-import subprocess
-import sys
 import time
 
 import numpy as np
 
-BACKENDS = ("jax", "tensorflow", "torch")
+import per_backend
+
 TARGETS = {"jax": 1.05, "tensorflow": 1.05, "torch": 1.10}
 TASK_COUNTS = (8, 256)
 
@@ -180,12 +176,11 @@ def measure(workload, num_tasks, rounds, epochs):
     }
 
 
-def run_backend(backend, rounds, epochs):
-    os.environ["KERAS_BACKEND"] = backend  # read when keras is first imported
-    os.environ["HF_HUB_OFFLINE"] = "1"
+def measure_backend(rounds, epochs):
+    """Yields a result row per workload and K, for the backend of this process."""
     for workload in WORKLOADS:
         for num_tasks in TASK_COUNTS:
-            print(json.dumps(measure(workload, num_tasks, rounds, epochs)), flush=True)
+            yield measure(workload, num_tasks, rounds, epochs)
 
 
 def markdown_table(rows):
@@ -205,39 +200,9 @@ def markdown_table(rows):
     return "\n".join(lines)
 
 
-def rows_from_backends(script, args):
-    """Runs `script --backend B *args` for each backend; its JSON lines as dicts."""
-    rows = []
-    for backend in BACKENDS:
-        start = time.perf_counter()
-        out = subprocess.run(
-            [sys.executable, script, "--backend", backend, *args],
-            env={**os.environ, "KERAS_BACKEND": backend, "HF_HUB_OFFLINE": "1"},
-            stdout=subprocess.PIPE, check=True, text=True,
-        ).stdout
-        rows += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-        print(f"{backend}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
-    return rows
-
-
-def run_all(rounds, epochs):
-    rows = rows_from_backends(__file__, ["--rounds", str(rounds), "--epochs", str(epochs)])
-    print(markdown_table(rows))
-
-
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--all", action="store_true", help="run every backend in a subprocess")
-    mode.add_argument("--backend", choices=BACKENDS)
-    parser.add_argument("--rounds", type=int, default=15, help="plain/minimax alternations")
-    parser.add_argument("--epochs", type=int, default=1, help="timed epochs per fit")
-    args = parser.parse_args()
-    if args.all:
-        run_all(args.rounds, args.epochs)
-    else:
-        run_backend(args.backend, args.rounds, args.epochs)
-
-
 if __name__ == "__main__":
-    main()
+    per_backend.main(
+        __file__, __doc__.splitlines()[0],
+        {"rounds": (15, "plain/minimax alternations"), "epochs": (1, "timed epochs per fit")},
+        measure_backend, markdown_table,
+    )

@@ -23,15 +23,11 @@ Usage:
     OMP_NUM_THREADS=1 python benchmarks/pos_mlm_step_time.py --all
 """
 
-import argparse
-import json
-import os
 import statistics
 import time
 
-from overhead import rows_from_backends
+import per_backend
 
-BACKENDS = ("jax", "tensorflow", "torch")
 
 
 def measure(rounds, epochs, steps):
@@ -86,7 +82,7 @@ def measure(rounds, epochs, steps):
         samples["recipe"] += r
         round_ratios.append((statistics.median(r) / statistics.median(p), statistics.median(r) / statistics.median(q)))
     ms = {k: 1e3 * statistics.median(v) for k, v in samples.items()}
-    return {
+    yield {
         "backend": keras.backend.backend(), "plain_ms": ms["plain"], "plain_same_ms": ms["plain_same"],
         "recipe_ms": ms["recipe"], "ratio": ms["recipe"] / ms["plain"],
         "ratio_same": ms["recipe"] / ms["plain_same"], "samples": len(samples["recipe"]),
@@ -111,23 +107,10 @@ def markdown_table(rows):
     return "\n".join(lines)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--all", action="store_true", help="run every backend in a subprocess")
-    mode.add_argument("--backend", choices=BACKENDS)
-    parser.add_argument("--rounds", type=int, default=3, help="alternations of the three fits")
-    parser.add_argument("--epochs", type=int, default=2, help="timed epochs per fit")
-    parser.add_argument("--steps", type=int, default=40, help="steps per epoch")
-    args = parser.parse_args()
-    options = ["--rounds", str(args.rounds), "--epochs", str(args.epochs), "--steps", str(args.steps)]
-    if args.all:
-        print(markdown_table(rows_from_backends(__file__, options)))
-    else:
-        os.environ["KERAS_BACKEND"] = args.backend
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        print(json.dumps(measure(args.rounds, args.epochs, args.steps)), flush=True)
-
-
 if __name__ == "__main__":
-    main()
+    per_backend.main(
+        __file__, __doc__.splitlines()[0],
+        {"rounds": (3, "alternations of the three fits"), "epochs": (2, "timed epochs per fit"),
+         "steps": (40, "steps per epoch")},
+        measure, markdown_table,
+    )
