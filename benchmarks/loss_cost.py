@@ -58,7 +58,7 @@ def loss_and_gradient(model, x, y, y_pred):
         jitted = jax.jit(grad)
 
         def call():
-            (loss, (_, state[1], state[2])), gradient = jitted(y_pred, state)
+            (_, (_, state[1], state[2])), gradient = jitted(y_pred, state)
             return gradient
 
         count = lambda: len(jax.make_jaxpr(grad)(y_pred, state).eqns)
@@ -107,7 +107,7 @@ def measure(num_tasks, rounds, calls):
     from keras_taskrobust.callbacks import MirrorDescent
     from keras_taskrobust.rules import ExponentiatedGradient
 
-    make_net, loss, batch_size, plain_data, minimax_data = mlp_workload(num_tasks, np.random.default_rng(0))
+    make_net, loss, batch_size, _, minimax_data = mlp_workload(num_tasks, np.random.default_rng(0))
     batch = lambda tree: keras.tree.map_structure(lambda a: keras.ops.convert_to_tensor(a[:batch_size]), tree)
     x, y = batch(minimax_data["x"]), batch(minimax_data["y"])
     plain = make_net()
