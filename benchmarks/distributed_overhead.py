@@ -87,7 +87,7 @@ def measure(rounds, epochs):
     for round_ in range(1 + rounds):  # round 0 compiles and warms up
         for key, (model, scope, data, callbacks) in runs.items():
             with scope():
-                t = epoch_step_times(model, data, batch_size, epochs, callbacks())
+                t = epoch_step_times(model.fit, data, batch_size, epochs, callbacks())
             if round_:
                 times[key] += t
                 name, where = key

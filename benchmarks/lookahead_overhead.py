@@ -67,7 +67,7 @@ def measure(rounds, epochs):
     for round_ in range(1 + rounds):
         medians = {}
         for name, (model, rule) in models.items():
-            t = epoch_step_times(model, data, 256, epochs, [MirrorDescent(rule)])
+            t = epoch_step_times(model.fit, data, 256, epochs, [MirrorDescent(rule)])
             medians[name] = statistics.median(t)
             if round_:  # round 0 compiles
                 times[name] += t

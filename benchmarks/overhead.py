@@ -2,27 +2,31 @@
 
 Compares the median training step time of
 `MinimaxModel(net, num_tasks=K)` fit with
-`MirrorDescent(ExponentiatedGradient())` against plain `net.fit` on the same
-architecture, initial weights, optimizer (Adam) and data, for K = 8 and
-K = 256, on two workloads:
+`MirrorDescent(ExponentiatedGradient())` against plain `keras.Model.fit` of
+the net on the same architecture, initial weights, optimizer (Adam) and
+data, for K = 8 and K = 256, on two workloads:
 
 - `mlp`: 64 inputs, Dense(256) x 2, 10-class softmax, batch 256, sparse
   categorical crossentropy, one task id per example;
 - `bert`: a tiny keras-hub `BertMaskedLM` built from config (2 layers,
   hidden 64, sequence 64, 10 masked positions), batch 32, sample weights =
-  mask weights, one task id per masked position (shape [batch, 10]).
+  mask weights, one task id per masked position (shape [batch, 10]). Its
+  baseline is `keras.Model.fit(net, ...)`, not `net.fit`: keras-hub's task
+  models override `fit` with a tf.data or grain pipeline that preprocesses
+  every batch (even with `preprocessor=None`), which on JAX made the plain
+  step slower than the wrapped one in runs 1-8.
 
 Each backend uses its default jit settings (XLA on JAX, `tf.function` on
 TensorFlow, eager torch). After a warm-up fit of each model (compilation),
-plain and minimax fits alternate for `--rounds` rounds so that the noise of
-a shared machine hits both alike; a `MinimaxModel` fit with the same
-`MirrorDescent` settings as the last one reuses its compiled step, so a round
-takes a fraction of a second. Each fit runs `1 + --epochs` epochs; the first
+the three fits alternate for `--rounds` rounds, each round starting with the
+next model, so that the noise of a shared machine hits them alike; a
+`MinimaxModel` fit with the same `MirrorDescent` settings as the last one
+reuses its compiled step, so a round takes a fraction of a second. Each fit runs `1 + --epochs` epochs; the first
 (the fit's own set-up) is dropped and every other epoch gives one sample,
 its wall time / steps, timed from `on_epoch_begin` to `on_epoch_end`.
 Epochs rather than batches: Keras dispatches the plain model's batch-end
-callbacks asynchronously on JAX and torch, so per-batch timings would miss compute
-still in flight; by `on_epoch_end` it has all been waited for. Reported: the
+callbacks asynchronously on JAX and torch, so per-batch timings would miss
+compute still in flight; by `on_epoch_end` it has all been waited for. Reported: the
 median step time of each, and the ratio as the median over rounds of the
 round's minimax/plain ratio (each pair measured within a second of each
 other), with the range of the per-round ratios.
@@ -40,6 +44,7 @@ Usage:
     python benchmarks/overhead.py --backend torch  # one backend, JSON lines
 """
 
+import functools
 import statistics
 import time
 
@@ -122,8 +127,8 @@ def forwarding_model(net):
     return Forwarding(net)
 
 
-def epoch_step_times(model, data, batch_size, epochs, callbacks=()):
-    """Fits `1 + epochs` epochs; returns each epoch's seconds/step but the first's."""
+def epoch_step_times(fit, data, batch_size, epochs, callbacks=()):
+    """Calls `fit` for `1 + epochs` epochs; returns each epoch's seconds/step but the first's."""
     import keras
 
     starts, times = [], []
@@ -131,8 +136,8 @@ def epoch_step_times(model, data, batch_size, epochs, callbacks=()):
         on_epoch_begin=lambda epoch, logs: starts.append(time.perf_counter()),
         on_epoch_end=lambda epoch, logs: times.append(time.perf_counter() - starts[-1]),
     )
-    model.fit(**data, batch_size=batch_size, epochs=1 + epochs, shuffle=False,
-              verbose=0, callbacks=[*callbacks, timer])
+    fit(**data, batch_size=batch_size, epochs=1 + epochs, shuffle=False,
+        verbose=0, callbacks=[*callbacks, timer])
     steps = -(-len(data["y"]) // batch_size)
     return [t / steps for t in times[1:]]
 
@@ -157,18 +162,28 @@ def measure(workload, num_tasks, rounds, epochs):
     floor.compile(optimizer="adam", loss=loss)
     minimax.compile(optimizer="adam", loss=loss)
 
-    times = {"plain": [], "floor": [], "minimax": []}
+    # Keras' own `fit` for the plain net: keras-hub's task models override
+    # `fit` with an input pipeline that preprocesses every batch (even with
+    # `preprocessor=None`), which the wrappers do not get.
+    fits = {
+        "plain": lambda: epoch_step_times(functools.partial(keras.Model.fit, plain), plain_data, batch_size, epochs),
+        "floor": lambda: epoch_step_times(floor.fit, minimax_data, batch_size, epochs),
+        "minimax": lambda: epoch_step_times(minimax.fit, minimax_data, batch_size, epochs,
+                                            [MirrorDescent(ExponentiatedGradient())]),
+    }
+    names = list(fits)
+    times = {name: [] for name in names}
     ratios = {"floor": [], "minimax": []}
     for round_ in range(1 + rounds):  # round 0 compiles
-        p = epoch_step_times(plain, plain_data, batch_size, epochs)
-        f = epoch_step_times(floor, minimax_data, batch_size, epochs)
-        m = epoch_step_times(minimax, minimax_data, batch_size, epochs,
-                             [MirrorDescent(ExponentiatedGradient())])
+        # Each round starts with the next model, so none always follows another.
+        first = round_ % len(names)
+        order = names[first:] + names[:first]
+        samples = {name: fits[name]() for name in order}
         if round_:
-            for name, sample in (("plain", p), ("floor", f), ("minimax", m)):
+            for name, sample in samples.items():
                 times[name] += sample
-            ratios["floor"].append(statistics.median(f) / statistics.median(p))
-            ratios["minimax"].append(statistics.median(m) / statistics.median(p))
+            for name in ratios:
+                ratios[name].append(statistics.median(samples[name]) / statistics.median(samples["plain"]))
     return {
         "backend": keras.backend.backend(), "workload": workload, "K": num_tasks,
         **{f"{name}_ms": 1e3 * statistics.median(t) for name, t in times.items()},
