@@ -21,15 +21,16 @@ TensorFlow, eager torch). After a warm-up fit of each model (compilation),
 the three fits alternate for `--rounds` rounds, each round starting with the
 next model, so that the noise of a shared machine hits them alike; a
 `MinimaxModel` fit with the same `MirrorDescent` settings as the last one
-reuses its compiled step, so a round takes a fraction of a second. Each fit runs `1 + --epochs` epochs; the first
-(the fit's own set-up) is dropped and every other epoch gives one sample,
-its wall time / steps, timed from `on_epoch_begin` to `on_epoch_end`.
-Epochs rather than batches: Keras dispatches the plain model's batch-end
-callbacks asynchronously on JAX and torch, so per-batch timings would miss
-compute still in flight; by `on_epoch_end` it has all been waited for. Reported: the
-median step time of each, and the ratio as the median over rounds of the
-round's minimax/plain ratio (each pair measured within a second of each
-other), with the range of the per-round ratios.
+reuses its compiled step, so a round takes a fraction of a second. Each fit
+runs `1 + --epochs` epochs; the first (the fit's own set-up) is dropped and
+every other epoch gives one sample, its wall time / steps, timed from
+`on_epoch_begin` to `on_epoch_end`. Epochs rather than batches: Keras
+dispatches the plain model's batch-end callbacks asynchronously on JAX and
+torch, so per-batch timings would miss compute still in flight; by
+`on_epoch_end` it has all been waited for. Reported: the median step time of
+each, and the ratio as the median over rounds of the round's minimax/plain
+ratio (each pair measured within a second of each other), with the range of
+the per-round ratios.
 
 A third model in each round gives the floor: `Forwarding`, a `keras.Model`
 that takes the same dict input, drops the task ids and calls the net, with
