@@ -35,9 +35,8 @@ import time
 import numpy as np
 
 import per_backend
+from overhead import TASK_COUNTS
 from overhead import mlp_workload
-
-TASK_COUNTS = (8, 256)
 
 
 def loss_and_gradient(model, x, y, y_pred):
