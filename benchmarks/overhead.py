@@ -57,15 +57,19 @@ TARGETS = {"jax": 1.05, "tensorflow": 1.05, "torch": 1.10}
 TASK_COUNTS = (8, 256)
 
 
-def mlp_workload(num_tasks, rng):
-    """Returns `(make_net, loss, batch_size, plain_data, minimax_data)`."""
+def mlp_workload(num_tasks, rng, width=256):
+    """Returns `(make_net, loss, batch_size, plain_data, minimax_data)`.
+
+    `width`: the units of the two hidden layers (`overhead_by_width.py`
+    varies it).
+    """
     import keras
 
     def make_net():
         return keras.Sequential([
             keras.Input((64,)),
-            keras.layers.Dense(256, activation="relu"),
-            keras.layers.Dense(256, activation="relu"),
+            keras.layers.Dense(width, activation="relu"),
+            keras.layers.Dense(width, activation="relu"),
             keras.layers.Dense(10, activation="softmax"),
         ])
 
@@ -143,15 +147,18 @@ def epoch_step_times(fit, data, batch_size, epochs, callbacks=()):
     return [t / steps for t in times[1:]]
 
 
-def measure(workload, num_tasks, rounds, epochs):
-    """Alternates plain and minimax fits; returns a result row (times in ms)."""
+def measure(workload, num_tasks, rounds, epochs, **workload_options):
+    """Alternates plain and minimax fits; returns a result row (times in ms).
+
+    `workload_options` go to the workload's function (`mlp`: `width`).
+    """
     import keras
     from keras_taskrobust import MinimaxModel
     from keras_taskrobust.callbacks import MirrorDescent
     from keras_taskrobust.rules import ExponentiatedGradient
 
     make_net, loss, batch_size, plain_data, minimax_data = WORKLOADS[workload](
-        num_tasks, np.random.default_rng(0))
+        num_tasks, np.random.default_rng(0), **workload_options)
     keras.utils.set_random_seed(0)
     plain = make_net()
     keras.utils.set_random_seed(0)
