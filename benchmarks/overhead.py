@@ -38,6 +38,7 @@ Keras' own loss and no task logic. Its ratio to the plain model is what any
 wrapper model with a task-id input costs in Keras' trainer; the minimax ratio
 above it is what the grouping, the weight rule and the task logs cost.
 `loss_cost.py` measures that part alone, outside `fit` and its noise.
+`overhead_by_width.py` repeats the MLP comparison with wider hidden layers.
 
 Usage:
 
