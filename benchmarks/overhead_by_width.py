@@ -25,29 +25,13 @@ WIDTHS = (256, 512, 1024)
 def measure_backend(rounds, epochs):
     """Yields a result row per width, for the backend of this process."""
     for width in WIDTHS:
-        yield {**overhead.measure("mlp", 8, rounds, epochs, width=width), "width": width}
-
-
-def markdown_table(rows):
-    lines = [
-        "| backend | hidden units | plain ms/step | minimax ms/step | minimax - plain (ms) | ratio "
-        "| per-round ratios (min-max) | target | met | wrapper floor |",
-        "|---|---:|---:|---:|---:|---:|---|---:|---|---:|",
-    ]
-    for r in rows:
-        target = overhead.TARGETS[r["backend"]]
-        lines.append(
-            f"| {r['backend']} | {r['width']} | {r['plain_ms']:.2f} | {r['minimax_ms']:.2f} "
-            f"| {r['minimax_ms'] - r['plain_ms']:.2f} | {r['ratio']:.3f} "
-            f"| {min(r['round_ratios']):.2f}-{max(r['round_ratios']):.2f} "
-            f"| <= {target:.2f} | {'yes' if r['ratio'] <= target else 'no'} | {r['floor_ratio']:.3f} |"
-        )
-    return "\n".join(lines)
+        row = overhead.measure("mlp", 8, rounds, epochs, width=width)
+        yield {**row, "workload": f"mlp, {width} units", "width": width}
 
 
 if __name__ == "__main__":
     per_backend.main(
         __file__, __doc__.splitlines()[0],
         {"rounds": (15, "plain/minimax alternations"), "epochs": (1, "timed epochs per fit")},
-        measure_backend, markdown_table,
+        measure_backend, overhead.markdown_table,
     )
