@@ -248,6 +248,30 @@ def test_subclassed_model_and_validation_logs():
     assert not [k for k in history.history if "invalid" in k]
 
 
+def test_training_step_runs_the_net_in_training_mode_with_its_losses():
+    # The training step calls the net in training mode (batch statistics,
+    # moving averages updated) and adds the losses its layers create.
+    x, y, ids, _ = per_example_data()
+    net = keras.Sequential([
+        keras.Input((D,)),
+        keras.layers.Dense(2, activity_regularizer=keras.regularizers.L2(0.5)),
+        keras.layers.BatchNormalization(momentum=0.5, epsilon=1e-3),
+    ])
+    dense, norm = net.layers
+    model = MinimaxModel(net, num_tasks=K)
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
+    kernel, bias = (w.copy() for w in dense.get_weights())
+    history = model.fit({"x": x, "task_id": ids}, y, batch_size=N, epochs=1, verbose=0)
+
+    hidden = x @ kernel + bias
+    mean, var = hidden.mean(0), hidden.var(0)
+    pred = (hidden - mean) / np.sqrt(var + 1e-3)
+    task_losses, _ = reference.group_losses(((pred - y) ** 2).mean(1), ids, np.ones(N), K)
+    regularizer = 0.5 * (hidden**2).sum() / N  # Keras divides it by the batch size
+    assert history.history["loss"][0] == pytest.approx(task_losses.mean() + regularizer, rel=1e-4)
+    np.testing.assert_allclose(norm.moving_mean.numpy(), 0.5 * mean, rtol=1e-4, atol=1e-6)
+
+
 def test_evaluate_never_changes_state():
     x, y, ids, _ = per_example_data()
     model = MinimaxModel(linear(), num_tasks=K)
