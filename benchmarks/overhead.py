@@ -37,7 +37,10 @@ that takes the same dict input, drops the task ids and calls the net, with
 Keras' own loss and no task logic. Its ratio to the plain model is what any
 wrapper model with a task-id input costs in Keras' trainer; the minimax ratio
 above it is what the grouping, the weight rule and the task logs cost.
-`loss_cost.py` measures that part alone, outside `fit` and its noise.
+`loss_cost.py` measures that part alone, outside `fit` and its noise. (On
+torch and TensorFlow the minimax training step skips the wrapper's own
+`Layer.__call__` since commit cc3ea81, which `Forwarding` pays, so there the
+floor overstates what the minimax model pays for being a wrapper.)
 `overhead_by_width.py` repeats the MLP comparison with wider hidden layers.
 
 Usage:

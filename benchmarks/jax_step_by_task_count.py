@@ -1,0 +1,108 @@
+"""MinimaxModel's compiled JAX training step against the plain one, by K.
+
+`overhead.py` times whole `fit` epochs, and on JAX its MLP rows (a 1.3-1.8 ms
+step) move by more than the task logic between runs. This times the step
+itself: Keras' own jitted `train_function`, called on one batch already on
+the device, for the plain MLP of `overhead.py` and for
+`MinimaxModel(net, num_tasks=K)` with `MirrorDescent(ExponentiatedGradient())`
+attached (the callback's `on_train_begin`, as `fit` calls it). The two
+alternate for `--rounds` rounds of 100 steps each; reported: the median step
+time of each and the median over rounds of each round's ratio.
+
+K = 8 and 256 are `overhead.py`'s; 240 and 512 show whether the excess grows
+with K. Run it once as is and once with
+`XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false`, to see the
+part that XLA's CPU scheduler adds to the step as compiled for this machine.
+
+Usage:
+
+    KERAS_BACKEND=jax python benchmarks/jax_step_by_task_count.py --rounds 21
+"""
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ["KERAS_BACKEND"] = "jax"
+
+import jax  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import overhead  # noqa: E402
+from keras_taskrobust import MinimaxModel  # noqa: E402
+from keras_taskrobust.callbacks import MirrorDescent  # noqa: E402
+from keras_taskrobust.rules import ExponentiatedGradient  # noqa: E402
+
+TASK_COUNTS = (8, 240, 256, 512)
+STEPS = 100
+
+
+def compiled_step(model, data, batch_size, callbacks=()):
+    """`step()`: runs `STEPS` of the model's jitted train step on one batch; returns seconds/step."""
+    first = lambda v: {k: a[:batch_size] for k, a in v.items()} if isinstance(v, dict) else v[:batch_size]
+    batch = {name: first(value) for name, value in data.items()}
+    model.fit(**batch, batch_size=batch_size, epochs=1, verbose=0)  # builds the model and optimizer
+    for callback in callbacks:  # attaches the rule, as `fit` does
+        callback.set_model(model)
+        callback.on_train_begin()
+    model.make_train_function()
+    on_device = jax.device_put((batch["x"], batch["y"]))
+    state = [
+        [v.value for v in variables]
+        for variables in (model.trainable_variables, model.non_trainable_variables,
+                          model.optimizer.variables, model.metrics_variables)
+    ]
+
+    def step():
+        nonlocal state
+        start = time.perf_counter()
+        for _ in range(STEPS):
+            _, state = model.train_function(state, iter([on_device]))
+        jax.block_until_ready(state)
+        return (time.perf_counter() - start) / STEPS
+
+    step()  # compiles
+    return step
+
+
+def measure(num_tasks, rounds):
+    make_net, loss, batch_size, plain_data, minimax_data = overhead.mlp_workload(num_tasks, np.random.default_rng(0))
+    keras.utils.set_random_seed(0)
+    plain = make_net()
+    keras.utils.set_random_seed(0)
+    minimax = MinimaxModel(make_net(), num_tasks=num_tasks)
+    plain.compile(optimizer="adam", loss=loss)
+    minimax.compile(optimizer="adam", loss=loss)
+    steps = {
+        "plain": compiled_step(plain, plain_data, batch_size),
+        "minimax": compiled_step(minimax, minimax_data, batch_size, [MirrorDescent(ExponentiatedGradient())]),
+    }
+    times = {name: [] for name in steps}
+    for round_ in range(rounds):
+        for name in (list(steps) if round_ % 2 == 0 else list(steps)[::-1]):
+            times[name].append(steps[name]())
+    ratios = [m / p for m, p in zip(times["minimax"], times["plain"])]
+    plain_us, minimax_us = (1e6 * statistics.median(times[name]) for name in steps)
+    return {"K": num_tasks, "plain_us": plain_us, "minimax_us": minimax_us,
+            "excess_us": minimax_us - plain_us, "ratio": statistics.median(ratios),
+            "round_ratios": (min(ratios), max(ratios))}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=21, help="plain/minimax alternations")
+    args = parser.parse_args()
+    print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}\n")
+    print("| K | plain us/step | minimax us/step | minimax - plain (us) | ratio | per-round ratios (min-max) |")
+    print("|---:|---:|---:|---:|---:|---|")
+    for num_tasks in TASK_COUNTS:
+        r = measure(num_tasks, args.rounds)
+        low, high = r["round_ratios"]
+        print(f"| {r['K']} | {r['plain_us']:.0f} | {r['minimax_us']:.0f} | {r['excess_us']:.0f} "
+              f"| {r['ratio']:.3f} | {low:.2f}-{high:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
