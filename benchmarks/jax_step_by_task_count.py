@@ -16,7 +16,7 @@ part that XLA's CPU scheduler adds to the step as compiled for this machine.
 
 Usage:
 
-    KERAS_BACKEND=jax python benchmarks/jax_step_by_task_count.py --rounds 21
+    python benchmarks/jax_step_by_task_count.py --rounds 21  # sets KERAS_BACKEND=jax itself
 """
 
 import argparse
