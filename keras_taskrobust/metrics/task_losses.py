@@ -40,7 +40,7 @@ class TaskLosses(keras.metrics.Metric):
         self.task_names = list(task_names)
         k = len(self.task_names)
         # One vector in the layout of `_unpack`: the sums of the steps' task
-        # totals (see `totals_by_task_id`: per task, loss sum, weight sum and
+        # totals (see `GroupedLoss.totals`: per task, loss sum, weight sum and
         # element count; the last row, ids outside [0, K)), then the current
         # weights and estimates. One variable, one write per step. The step
         # passes values of the global batch, the same on every replica: under

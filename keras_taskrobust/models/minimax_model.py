@@ -178,7 +178,8 @@ class MinimaxModel(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         k = self.num_tasks
-        local = self._task_totals(x, y, y_pred, sample_weight)
+        grouped = self._grouped(x, y, y_pred, sample_weight)
+        local = grouped.totals()
         # The group losses of the *global* batch: under tf.distribute (or
         # torch DDP) this step sees one replica's shard, and a group may be
         # absent from one shard and present in another, so the totals are
@@ -203,13 +204,15 @@ class MinimaxModel(keras.Model):
                 gram = self._task_gram(x, y, y_pred, sample_weight, rule)
             weights, estimates = self._update_task_state(weights, estimates, batch_losses, present, finite, counts, gram)
         # This replica's share of the objective: its part of each group's sum
-        # over the global count. The shares' gradients add up to the gradient
-        # of the global objective, and their values to its value. Absent
-        # tasks contribute their (constant) estimate and no gradient.
+        # over the global count, `sum_k w_k / n_k * sum_{i in k} l_i`. The
+        # shares' gradients add up to the gradient of the global objective,
+        # and their values to its value. Absent tasks contribute their
+        # (constant) estimate and no gradient.
         replicas = backend.num_replicas()
         absent = estimates if replicas == 1 else estimates / float(replicas)
-        task_losses = ops.where(present, local[:k, 0] / safe_counts, absent)
-        loss = ops.sum(ops.stop_gradient(weights) * task_losses)
+        coefficients = ops.where(present, weights / safe_counts, 0.0)
+        absent_part = ops.sum(ops.where(present, 0.0, weights * absent))
+        loss = grouped.weighted_sum(ops.stop_gradient(coefficients)) + ops.stop_gradient(absent_part)
         if backend.loss_scale() != 1:  # torch DDP averages the gradients
             loss = loss * float(backend.loss_scale())
         self.task_losses.update_state(totals, weights, estimates)
@@ -404,19 +407,19 @@ class MinimaxModel(keras.Model):
 
     def _task_shares(self, x, y, y_pred, sample_weight, example_mask=None):
         """`[K]`: this replica's loss sum of each task over its global count."""
-        local = self._task_totals(x, y, y_pred, sample_weight, example_mask)
-        k = self.num_tasks
-        return local[:k, 0] / ops.maximum(backend.replica_sum(local[:k, 1]), 1e-12)
+        grouped = self._grouped(x, y, y_pred, sample_weight, example_mask)
+        counts = backend.replica_sum(grouped.totals()[: self.num_tasks, 1])
+        return grouped.task_sums() / ops.maximum(counts, 1e-12)
 
-    def _task_totals(self, x, y, y_pred, sample_weight, example_mask=None):
-        """The `[K + 1, 3]` totals of `task_groups.totals_by_task_id`."""
+    def _grouped(self, x, y, y_pred, sample_weight, example_mask=None):
+        """The step's per-element loss split into tasks: a `task_groups.GroupedLoss`."""
         if self.loss is None:
             raise ValueError(
                 "MinimaxModel needs a loss: call `model.compile(loss=...)` with "
                 "the per-element loss to split into tasks."
             )
         if self.task_key is None:
-            return self._totals_per_output(y, y_pred, sample_weight, example_mask)
+            return self._grouped_by_output(y, y_pred, sample_weight, example_mask)
         task_ids = self._task_ids(x)
         loss_fn = _unreduced(self.loss)
         if isinstance(y_pred, (dict, list, tuple)):
@@ -425,7 +428,7 @@ class MinimaxModel(keras.Model):
                 "for one task per output pass `task_key=None`."
             )
         losses = loss_fn(y, y_pred)
-        return task_groups.totals_by_task_id(losses, task_ids, sample_weight, self.num_tasks, example_mask)
+        return task_groups.ByTaskId(losses, task_ids, sample_weight, self.num_tasks, example_mask)
 
     def _task_ids(self, x):
         key = self.task_key
@@ -452,7 +455,7 @@ class MinimaxModel(keras.Model):
             "`task_key=None` for one task per output."
         )
 
-    def _totals_per_output(self, y, y_pred, sample_weight, example_mask=None):
+    def _grouped_by_output(self, y, y_pred, sample_weight, example_mask=None):
         names = self.task_names
         if isinstance(y_pred, dict):
             if sorted(y_pred) != sorted(names):
@@ -478,15 +481,12 @@ class MinimaxModel(keras.Model):
                 "but the model has a single output. Give the task ids in "
                 "x[task_key] instead, or use a multi-output model."
             )
-        losses = self.loss
-        rows = []
+        losses, weights = [], []
         for k, name in enumerate(outputs):
-            loss_fn = _unreduced(pick(losses, name, k) if isinstance(losses, (dict, list, tuple)) else losses)
-            weight = None if sample_weight is None else pick(sample_weight, name, k)
-            losses_k = loss_fn(pick(y, name, k), pick(y_pred, name, k))
-            rows.append(task_groups.totals_of_output(losses_k, weight, example_mask))
-        # No task ids, so no invalid ones: the last row is zero.
-        return ops.stack([*rows, ops.zeros((3,))])
+            loss_fn = _unreduced(pick(self.loss, name, k) if isinstance(self.loss, (dict, list, tuple)) else self.loss)
+            losses.append(loss_fn(pick(y, name, k), pick(y_pred, name, k)))
+            weights.append(None if sample_weight is None else pick(sample_weight, name, k))
+        return task_groups.ByOutput(losses, weights, example_mask)
 
     # --- Logs and guards --------------------------------------------------
 

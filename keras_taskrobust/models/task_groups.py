@@ -1,4 +1,4 @@
-"""Reduction of per-element losses into per-task sums and counts."""
+"""A per-element loss split into task groups: per-task totals and objectives."""
 
 from keras import ops
 
@@ -32,11 +32,13 @@ def expand_to(tensor, like, what):
 
 
 def element_weights(losses, sample_weight, example_mask=None):
-    """Per-element weights with the shape of `losses`.
+    """Per-element weights with the shape of `losses`, or `None` for all ones.
 
     `sample_weight` (or 1) times `example_mask`, a `[batch]` 0/1 selection of
     examples (or `None` for all of them).
     """
+    if sample_weight is None and example_mask is None:
+        return None
     if sample_weight is None:
         weight = ops.ones_like(losses, dtype="float32")
     else:
@@ -46,8 +48,64 @@ def element_weights(losses, sample_weight, example_mask=None):
     return weight
 
 
-def totals_by_task_id(losses, task_ids, sample_weight, num_tasks, example_mask=None):
-    """Per-task totals of a per-element loss, grouped by task id.
+class _Weighted:
+    """A float loss tensor with its element weights (`None`: all ones)."""
+
+    def __init__(self, losses, weight):
+        self.values = ops.cast(losses, "float32")
+        self.weight = weight
+        self.weighted = None if weight is None else weight > 0
+
+    def terms(self, values):
+        """`weight * values`, 0 where the weight is 0 (padding may hold a NaN)."""
+        if self.weight is None:
+            return values
+        # `where`, not a product alone: 0 * NaN is NaN.
+        return ops.where(self.weighted, self.weight * values, 0.0)
+
+    def columns(self):
+        """The three `totals` columns, from the losses' values (no gradient)."""
+        terms = self.terms(ops.stop_gradient(self.values))
+        if self.weight is None:
+            ones = ops.ones_like(terms)
+            return [terms, ones, ones]
+        return [terms, self.weight, ops.cast(self.weighted, "float32")]
+
+
+class GroupedLoss:
+    """A per-element loss split into K task groups (base class).
+
+    `totals()` gives the statistics of the groups, constants of the step:
+    the weight rule and the logs read them. `weighted_sum(coefficients)`
+    gives the objective, the only part the gradient flows through.
+
+    Subclasses: `ByTaskId` (an id per example or per element) and
+    `ByOutput` (one group per output of the model).
+    """
+
+    num_tasks = None
+
+    def totals(self):
+        """A constant float `[K + 1, 3]` tensor of per-task totals.
+
+        Row `k < K` holds task `k`'s sum of `weight * loss`, its sum of
+        `weight`, and its number of elements with a non-zero weight; row `K`
+        holds the same for the elements whose id lies outside `[0, K)`,
+        which are left out of every task.
+        """
+        raise NotImplementedError
+
+    def task_sums(self):
+        """`[K]`: each task's sum of `weight * loss`, differentiable."""
+        raise NotImplementedError
+
+    def weighted_sum(self, coefficients):
+        """`sum_k coefficients[k] * task_sums()[k]`, for constant `coefficients` `[K]`."""
+        return ops.sum(coefficients * self.task_sums())
+
+
+class ByTaskId(GroupedLoss):
+    """A per-element loss grouped by task id.
 
     Args:
         losses: float tensor, the per-element loss.
@@ -55,32 +113,48 @@ def totals_by_task_id(losses, task_ids, sample_weight, num_tasks, example_mask=N
         sample_weight: float tensor broadcastable the same way, or `None`.
         num_tasks: K, a Python int.
         example_mask: optional `[batch]` 0/1 tensor selecting examples.
-
-    Returns:
-        A float `[K + 1, 3]` tensor. Row `k < K` holds task `k`'s sum of
-        `weight * loss`, its sum of `weight`, and its number of elements with
-        a non-zero weight; row `K` holds the same for the elements whose id
-        lies outside `[0, K)`, which are left out of every task. One segment
-        sum computes it all.
     """
-    flat = lambda t: t if len(t.shape) == 1 else ops.reshape(t, (-1,))  # per-example: flat already
-    ids = flat(expand_to(task_ids, losses, "Task ids"))
-    ids = ops.where((ids >= 0) & (ids < num_tasks), ids, num_tasks)
-    values = flat(ops.cast(losses, "float32"))
-    if sample_weight is None and example_mask is None:
-        ones = ops.ones_like(values)
-        columns = [values, ones, ones]
-    else:
-        weight = flat(element_weights(losses, sample_weight, example_mask))
-        weighted = weight > 0
-        # `where`, not a product: a position of weight 0 (padding) may hold a NaN.
-        columns = [ops.where(weighted, weight * values, 0.0), weight, ops.cast(weighted, "float32")]
-    return backend.segment_sums(columns, ids, num_tasks + 1)
+
+    def __init__(self, losses, task_ids, sample_weight, num_tasks, example_mask=None):
+        flat = lambda t: t if t is None or len(t.shape) == 1 else ops.reshape(t, (-1,))  # per-example: flat already
+        ids = flat(expand_to(task_ids, losses, "Task ids"))
+        self.ids = ops.where((ids >= 0) & (ids < num_tasks), ids, num_tasks)
+        self.num_tasks = num_tasks
+        self.loss = _Weighted(flat(losses), flat(element_weights(losses, sample_weight, example_mask)))
+
+    def totals(self):
+        # One scatter of the three columns.
+        return backend.segment_sums(self.loss.columns(), self.ids, self.num_tasks + 1)
+
+    def task_sums(self):
+        terms = self.loss.terms(self.loss.values)
+        return backend.segment_sums([terms], self.ids, self.num_tasks + 1)[: self.num_tasks, 0]
+
+    def weighted_sum(self, coefficients):
+        # Each element's coefficient (0 for an invalid id) times its term:
+        # the gradient flows through one product, not back through the
+        # grouping.
+        per_element = ops.take(ops.concatenate([coefficients, ops.zeros((1,))]), self.ids)
+        return ops.sum(per_element * self.loss.terms(self.loss.values))
 
 
-def totals_of_output(losses, sample_weight, example_mask=None):
-    """The `[3]` totals of one output (one task), as in `totals_by_task_id`."""
-    weight = element_weights(losses, sample_weight, example_mask)
-    weighted = weight > 0
-    contribution = ops.where(weighted, weight * ops.cast(losses, "float32"), 0.0)
-    return ops.stack([ops.sum(contribution), ops.sum(weight), ops.sum(ops.cast(weighted, "float32"))])
+class ByOutput(GroupedLoss):
+    """One task per output: `losses` and `sample_weights` are lists, output `k` is task `k`.
+
+    A `sample_weights` entry (and `example_mask`) may be `None`.
+    """
+
+    def __init__(self, losses, sample_weights, example_mask=None):
+        self.num_tasks = len(losses)
+        self.losses = [
+            _Weighted(loss, element_weights(loss, weight, example_mask))
+            for loss, weight in zip(losses, sample_weights)
+        ]
+
+    def totals(self):
+        rows = [ops.stack([ops.sum(column) for column in loss.columns()]) for loss in self.losses]
+        # No task ids, so no invalid ones: the last row is zero.
+        return ops.stack([*rows, ops.zeros((3,))])
+
+    def task_sums(self):
+        return ops.stack([ops.sum(loss.terms(loss.values)) for loss in self.losses])
