@@ -5,7 +5,9 @@ step) move by more than the task logic between runs. This times the step
 itself: Keras' own jitted `train_function`, called on one batch already on
 the device, for the plain MLP of `overhead.py` and for
 `MinimaxModel(net, num_tasks=K)` with `MirrorDescent(ExponentiatedGradient())`
-attached (the callback's `on_train_begin`, as `fit` calls it). The two
+attached (the callback's `on_train_begin`, as `fit` calls it), timed by
+`step_overhead.step_timer` (`step_overhead.py` times the same step on every
+backend, at K = 8 and 256, with the wrapper floor). The two
 alternate for `--rounds` rounds of 100 steps each; reported: the median step
 time of each and the median over rounds of each round's ratio.
 
@@ -22,11 +24,9 @@ Usage:
 import argparse
 import os
 import statistics
-import time
 
 os.environ["KERAS_BACKEND"] = "jax"
 
-import jax  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -34,37 +34,9 @@ import overhead  # noqa: E402
 from keras_taskrobust import MinimaxModel  # noqa: E402
 from keras_taskrobust.callbacks import MirrorDescent  # noqa: E402
 from keras_taskrobust.rules import ExponentiatedGradient  # noqa: E402
+from step_overhead import step_timer  # noqa: E402
 
 TASK_COUNTS = (8, 240, 256, 512)
-STEPS = 100
-
-
-def compiled_step(model, data, batch_size, callbacks=()):
-    """`step()`: runs `STEPS` of the model's jitted train step on one batch; returns seconds/step."""
-    first = lambda v: {k: a[:batch_size] for k, a in v.items()} if isinstance(v, dict) else v[:batch_size]
-    batch = {name: first(value) for name, value in data.items()}
-    model.fit(**batch, batch_size=batch_size, epochs=1, verbose=0)  # builds the model and optimizer
-    for callback in callbacks:  # attaches the rule, as `fit` does
-        callback.set_model(model)
-        callback.on_train_begin()
-    model.make_train_function()
-    on_device = jax.device_put((batch["x"], batch["y"]))
-    state = [
-        [v.value for v in variables]
-        for variables in (model.trainable_variables, model.non_trainable_variables,
-                          model.optimizer.variables, model.metrics_variables)
-    ]
-
-    def step():
-        nonlocal state
-        start = time.perf_counter()
-        for _ in range(STEPS):
-            _, state = model.train_function(state, iter([on_device]))
-        jax.block_until_ready(state)
-        return (time.perf_counter() - start) / STEPS
-
-    step()  # compiles
-    return step
 
 
 def measure(num_tasks, rounds):
@@ -76,8 +48,8 @@ def measure(num_tasks, rounds):
     plain.compile(optimizer="adam", loss=loss)
     minimax.compile(optimizer="adam", loss=loss)
     steps = {
-        "plain": compiled_step(plain, plain_data, batch_size),
-        "minimax": compiled_step(minimax, minimax_data, batch_size, [MirrorDescent(ExponentiatedGradient())]),
+        "plain": step_timer(plain, plain_data, batch_size),
+        "minimax": step_timer(minimax, minimax_data, batch_size, [MirrorDescent(ExponentiatedGradient())]),
     }
     times = {name: [] for name in steps}
     for round_ in range(rounds):

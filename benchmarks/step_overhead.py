@@ -1,0 +1,156 @@
+"""MinimaxModel's training step against the plain one, without `fit`.
+
+`overhead.py` times whole `fit` epochs; on a 1-5 ms MLP step its ratios move
+by more than the task logic between runs (the data adapter, the callbacks and
+a shared machine's noise). This times each backend's training step itself,
+on one batch of `overhead.py`'s MLP workload held ready, for the three models
+of `overhead.py`: the plain net, the wrapper floor (`Forwarding`) and
+`MinimaxModel(net, num_tasks=K)` with `MirrorDescent(ExponentiatedGradient())`
+attached (the callback's `on_train_begin`, as `fit` calls it):
+
+- JAX: Keras' jitted `train_function` on the batch already on the device,
+  the state threaded from call to call;
+- TensorFlow: Keras' `train_function` (a `tf.function`) on an iterator that
+  repeats the batch;
+- torch: `train_step` on the batch as torch tensors (eager, as `fit` runs it).
+
+The three alternate for `--rounds` rounds of 100 steps each, each round
+starting with the next model; reported: the median step time of each and the
+median over rounds of each round's minimax/plain and floor/plain ratios.
+
+Usage:
+
+    python benchmarks/step_overhead.py --all            # 3 backends, markdown table
+    python benchmarks/step_overhead.py --backend torch  # one backend, JSON lines
+"""
+
+import statistics
+import time
+
+import numpy as np
+
+import per_backend
+from overhead import TARGETS
+from overhead import TASK_COUNTS
+from overhead import forwarding_model
+from overhead import mlp_workload
+
+STEPS = 100
+
+
+def step_timer(model, data, batch_size, callbacks=()):
+    """`time_steps()`: runs `STEPS` training steps of `model` on one batch; returns seconds/step."""
+    import keras
+
+    first = lambda v: {k: a[:batch_size] for k, a in v.items()} if isinstance(v, dict) else v[:batch_size]
+    batch = {name: first(value) for name, value in data.items()}
+    model.fit(**batch, batch_size=batch_size, epochs=1, verbose=0)  # builds the model and optimizer
+    for callback in callbacks:  # attaches the rule, as `fit` does
+        callback.set_model(model)
+        callback.on_train_begin()
+    model.make_train_function()
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        on_device = jax.device_put((batch["x"], batch["y"]))
+        state = [
+            [v.value for v in variables]
+            for variables in (model.trainable_variables, model.non_trainable_variables,
+                              model.optimizer.variables, model.metrics_variables)
+        ]
+
+        def run():
+            nonlocal state
+            for _ in range(STEPS):
+                _, state = model.train_function(state, iter([on_device]))
+            jax.block_until_ready(state)
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        iterator = iter(tf.data.Dataset.from_tensors((batch["x"], batch["y"])).repeat())
+
+        def run():
+            for _ in range(STEPS):
+                logs = model.train_function(iterator)
+            keras.tree.map_structure(np.asarray, logs)
+    else:
+        to_torch = lambda v: keras.tree.map_structure(keras.ops.convert_to_tensor, v)
+        on_device = (to_torch(batch["x"]), to_torch(batch["y"]))
+
+        def run():
+            for _ in range(STEPS):
+                model.train_step(on_device)
+
+    def time_steps():
+        start = time.perf_counter()
+        run()
+        return (time.perf_counter() - start) / STEPS
+
+    time_steps()  # compiles
+    return time_steps
+
+
+def measure(num_tasks, rounds):
+    """Alternates the three models' steps; returns a result row (times in us)."""
+    import keras
+    from keras_taskrobust import MinimaxModel
+    from keras_taskrobust.callbacks import MirrorDescent
+    from keras_taskrobust.rules import ExponentiatedGradient
+
+    make_net, loss, batch_size, plain_data, minimax_data = mlp_workload(num_tasks, np.random.default_rng(0))
+    keras.utils.set_random_seed(0)
+    plain = make_net()
+    keras.utils.set_random_seed(0)
+    floor = forwarding_model(make_net())
+    keras.utils.set_random_seed(0)
+    minimax = MinimaxModel(make_net(), num_tasks=num_tasks)
+    for model in (plain, floor, minimax):
+        model.compile(optimizer="adam", loss=loss)
+    steps = {
+        "plain": step_timer(plain, plain_data, batch_size),
+        "floor": step_timer(floor, minimax_data, batch_size),
+        "minimax": step_timer(minimax, minimax_data, batch_size, [MirrorDescent(ExponentiatedGradient())]),
+    }
+    names = list(steps)
+    times = {name: [] for name in names}
+    for round_ in range(rounds):
+        first = round_ % len(names)
+        for name in names[first:] + names[:first]:
+            times[name].append(steps[name]())
+    ratios = {name: [t / p for t, p in zip(times[name], times["plain"])] for name in ("floor", "minimax")}
+    return {
+        "backend": keras.backend.backend(), "K": num_tasks,
+        **{f"{name}_us": 1e6 * statistics.median(t) for name, t in times.items()},
+        "ratio": statistics.median(ratios["minimax"]), "round_ratios": ratios["minimax"],
+        "floor_ratio": statistics.median(ratios["floor"]),
+    }
+
+
+def measure_backend(rounds):
+    for num_tasks in TASK_COUNTS:
+        yield measure(num_tasks, rounds)
+
+
+def markdown_table(rows):
+    lines = [
+        "| backend | K | plain us/step | floor us/step | minimax us/step | minimax - plain (us) "
+        "| ratio | per-round ratios (min-max) | target | wrapper floor |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['backend']} | {r['K']} | {r['plain_us']:.0f} | {r['floor_us']:.0f} | {r['minimax_us']:.0f} "
+            f"| {r['minimax_us'] - r['plain_us']:.0f} | {r['ratio']:.3f} "
+            f"| {min(r['round_ratios']):.2f}-{max(r['round_ratios']):.2f} "
+            f"| <= {TARGETS[r['backend']]:.2f} | {r['floor_ratio']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    per_backend.main(
+        __file__, __doc__.splitlines()[0],
+        {"rounds": (21, "alternations of the three models")},
+        measure_backend, markdown_table,
+    )
