@@ -41,7 +41,8 @@ above it is what the grouping, the weight rule and the task logs cost.
 torch and TensorFlow the minimax training step skips the wrapper's own
 `Layer.__call__` since commit cc3ea81, which `Forwarding` pays, so there the
 floor overstates what the minimax model pays for being a wrapper.)
-`overhead_by_width.py` repeats the MLP comparison with wider hidden layers.
+`overhead_by_width.py` repeats the MLP comparison with wider hidden layers;
+`step_overhead.py` times the MLP's training step itself, without `fit`.
 
 Usage:
 
