@@ -19,6 +19,7 @@ part that XLA's CPU scheduler adds to the step as compiled for this machine.
 Usage:
 
     python benchmarks/jax_step_by_task_count.py --rounds 21  # sets KERAS_BACKEND=jax itself
+    python benchmarks/jax_step_by_task_count.py --task-counts 255,256  # other values of K
 """
 
 import argparse
@@ -65,11 +66,13 @@ def measure(num_tasks, rounds):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=21, help="plain/minimax alternations")
+    parser.add_argument("--task-counts", default=",".join(map(str, TASK_COUNTS)),
+                        help="comma-separated values of K (default: %(default)s)")
     args = parser.parse_args()
     print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}\n")
     print("| K | plain us/step | minimax us/step | minimax - plain (us) | ratio | per-round ratios (min-max) |")
     print("|---:|---:|---:|---:|---:|---|")
-    for num_tasks in TASK_COUNTS:
+    for num_tasks in map(int, args.task_counts.split(",")):
         r = measure(num_tasks, args.rounds)
         low, high = r["round_ratios"]
         print(f"| {r['K']} | {r['plain_us']:.0f} | {r['minimax_us']:.0f} | {r['excess_us']:.0f} "
