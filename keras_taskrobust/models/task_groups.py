@@ -83,8 +83,6 @@ class GroupedLoss:
     `ByOutput` (one group per output of the model).
     """
 
-    num_tasks = None
-
     def totals(self):
         """A constant float `[K + 1, 3]` tensor of per-task totals.
 
@@ -145,7 +143,6 @@ class ByOutput(GroupedLoss):
     """
 
     def __init__(self, losses, sample_weights, example_mask=None):
-        self.num_tasks = len(losses)
         self.losses = [
             _Weighted(loss, element_weights(loss, weight, example_mask))
             for loss, weight in zip(losses, sample_weights)
