@@ -1,10 +1,11 @@
 """What `MinimaxModel`'s per-batch checks would cost if they waited: sync vs async.
 
 `MinimaxModel.fit` runs a `_TaskGuard` callback at every batch end. It reads
-the step's loss and invalid-id count on the host to stop training on a batch
-with out-of-range task ids or a non-finite loss. It is `async_safe`: on JAX
-and torch Keras runs it in a worker thread and the loop goes on, so training
-stops a few batches after a bad batch. Marked not `async_safe`, it would stop
+the step's loss on the host (and, when something reads batch logs, the
+per-task vector with its count of out-of-range task ids) to stop training on
+a bad batch. It is `async_safe`: on JAX and torch Keras runs it in a worker
+thread and the loop goes on, so training stops a few batches after a bad
+batch. Marked not `async_safe`, it would stop
 *at* the bad batch, but Keras would then dispatch batch-end callbacks on the
 loop's thread and every step would wait for the previous one (on JAX, plain
 `fit` with `verbose=0` runs ahead of the device). This diagnostic measures the

@@ -84,15 +84,23 @@ def loss_scale():
     return 1
 
 
+def _multi_worker():
+    strategy = tf.distribute.get_strategy()
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
+        strategy.extended._in_multi_worker_mode()
+    )
+
+
 def reducible_logs(logs):
     # Keras 3.15 reduces each output of a multi-worker step with
     # `strategy.reduce("MEAN", value, axis=0)`, which fails on a scalar
     # (tensorflow/tensorflow#72388) and would average a vector's entries. With
     # a leading axis of length 1 it is the mean over the replicas.
-    strategy = tf.distribute.get_strategy()
-    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
-        strategy.extended._in_multi_worker_mode()
-    )
-    if not multi_worker or tf.distribute.in_cross_replica_context():
+    if not _multi_worker() or tf.distribute.in_cross_replica_context():
         return logs
     return {key: tf.expand_dims(value, 0) for key, value in logs.items()}
+
+
+def logs_may_hold_none():
+    # That reduction fails on a `None` entry; the single-worker one skips it.
+    return not _multi_worker()

@@ -6,11 +6,12 @@ import keras
 import numpy as np
 from keras import ops
 
-# Per-step logs carry the task totals, weights and loss estimates as one
-# vector under this key, not as 2K + 1 scalars: Keras converts every log
-# entry after every batch, and TF's graph optimiser chokes on a step with 2K
-# outputs. `expand_task_logs` turns it into `loss/<task>`, `weight/<task>`
-# and `loss/worst`.
+# Logs carry the task totals, weights and loss estimates as one vector under
+# this key, not as 2K + 1 scalars: Keras converts every log entry after
+# every batch, and TF's graph optimiser chokes on a step with 2K outputs.
+# `expand_task_logs` turns it into `loss/<task>`, `weight/<task>` and
+# `loss/worst`. A step outputs it only if something reads batch logs (see
+# `MinimaxModel.compute_metrics`); the epoch's logs always have it.
 TASK_LOGS_KEY = "_task_logs"
 
 
@@ -88,13 +89,6 @@ def expand_task_logs(logs, task_names, prefix=""):
     return int(totals[k, 2])
 
 
-def count_invalid_ids(values, num_tasks):
-    """The count of out-of-range task ids in a packed task vector (or `None`)."""
-    if values is None:
-        return 0
-    return int(_unpack(values, num_tasks)[0][num_tasks, 2])
-
-
 def _unpack(values, num_tasks):
     """`TaskLosses.result()`'s vector as NumPy `(totals [K + 1, 3], weights [K], estimates [K])`."""
     values = np.asarray(keras.ops.convert_to_numpy(values), dtype="float64").reshape(-1)
@@ -104,5 +98,5 @@ def _unpack(values, num_tasks):
 
 @functools.lru_cache(maxsize=64)
 def _log_keys(task_names, prefix):
-    # Built once: `fit` expands the logs after every batch.
+    # Built once: `fit` may expand the logs after every batch.
     return [f"{prefix}{kind}/{name}" for kind in ("loss", "weight") for name in task_names]

@@ -13,7 +13,6 @@ from keras import tree
 from keras_taskrobust import backend
 from keras_taskrobust.metrics.task_losses import TASK_LOGS_KEY
 from keras_taskrobust.metrics.task_losses import TaskLosses
-from keras_taskrobust.metrics.task_losses import count_invalid_ids
 from keras_taskrobust.metrics.task_losses import expand_task_logs
 from keras_taskrobust.models import task_groups
 from keras_taskrobust.rules.weighting_rule import WeightingRule
@@ -53,7 +52,9 @@ class MinimaxModel(keras.Model):
 
     Logs (and `History`) hold `loss` (the weighted objective), `loss/worst`,
     and `loss/<task>` and `weight/<task>` for every task. `evaluate` reports
-    the same keys and never changes the weights.
+    the same keys and never changes the weights. Batch logs hold the task
+    keys when something reads them (the progress bar, a callback with a
+    batch-end hook); otherwise the step does not output them.
 
     Data-parallel training computes the group losses of the *global* batch,
     so that every replica holds the same weights and training follows the
@@ -130,6 +131,9 @@ class MinimaxModel(keras.Model):
 
         # Set by the MirrorDescent callback for the duration of `fit`.
         self.mirror_descent = None
+        # Whether the steps' logs carry the per-task vector (see
+        # `compute_metrics`); `fit` and `evaluate` set it.
+        self._batch_task_logs = True
         # A wrapper of a built model is built (BackupAndRestore needs it).
         self.built = model.built
 
@@ -493,6 +497,28 @@ class MinimaxModel(keras.Model):
     def get_metrics_result(self):
         return backend.reducible_logs(super().get_metrics_result())
 
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        logs = super().compute_metrics(x, y, y_pred, sample_weight)
+        if not self._batch_task_logs and backend.logs_may_hold_none():
+            # Nobody reads the per-task vector after each batch: the step
+            # does not output it (on JAX that output costs as much as the
+            # rest of the task logic, benchmarks/RESULTS.md). It stays in the
+            # metric; the key stays too, so that Keras still takes the
+            # epoch's logs from the metrics, vector included.
+            logs = {**logs, TASK_LOGS_KEY: None}
+        return logs
+
+    def _read_batch_task_logs(self, read):
+        """Makes the steps output the per-task vector after every batch, or not.
+
+        Called as `fit` and `evaluate` begin; the steps read the setting
+        when they are traced, so they are rebuilt if it changed.
+        """
+        if read != self._batch_task_logs:
+            self._batch_task_logs = read
+            self.make_train_function(force=True)
+            self.make_test_function(force=True)
+
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Called by the TensorFlow trainer only, and a no-op there without a
         # tf.distribute strategy. Keras builds the model from the first batch
@@ -516,7 +542,7 @@ class MinimaxModel(keras.Model):
             # kept aside for the next fit with the same settings, so that
             # calling `fit` in a loop compiles once.
             if self.mirror_descent is not attached:
-                key = (_step_key(self.mirror_descent), self._compile_config)
+                key = (self._step_key(self.mirror_descent), self._compile_config)
                 self.__dict__["_parked_step"] = (key, self.train_function)
                 self.mirror_descent = attached
                 self.train_function = None
@@ -544,10 +570,19 @@ class MinimaxModel(keras.Model):
         if representation is not None:
             self._independent_above(representation)  # now, before the step is traced
         (key, compiled), step = self.__dict__.pop("_parked_step", ((None, None), None))
-        if step is not None and key == _step_key(descent) and compiled is self._compile_config:
+        if step is not None and key == self._step_key(descent) and compiled is self._compile_config:
             self.train_function = step
         else:
             self.make_train_function(force=True)
+
+    def _step_key(self, descent):
+        """What a compiled step takes from a `MirrorDescent` and the logs setting.
+
+        Objects in the rule's config (a schedule) compare by identity.
+        """
+        rule = descent.rule
+        settings = (descent.update_every, descent.warmup_steps, self._batch_task_logs)
+        return (type(rule), repr(rule.get_config()), *settings)
 
     def evaluate(self, *args, return_dict=False, **kwargs):
         logs = self._guarded(super().evaluate, 6, args, {**kwargs, "return_dict": True})
@@ -615,11 +650,15 @@ class _TaskGuard(keras.callbacks.Callback):
     every backend) and `MinimaxModel` raises after. It holds the model
     directly: `self.model` would sync JAX state each batch.
 
-    It is `async_safe`: on JAX and torch, Keras runs batch-end callbacks in
-    a worker thread and the loop does not wait for each step's logs, so
-    training stops a few batches after a bad one (within its epoch; on
-    TensorFlow at once). The task weights stay finite either way: a step
-    with a non-finite loss does not change them.
+    The steps output the vector after every batch only when something reads
+    batch logs (the progress bar, a callback with a batch-end hook, as Keras
+    itself tells). Otherwise the epoch's (and `evaluate`'s) logs carry it,
+    and invalid ids stop training at the end of the epoch. A non-finite
+    loss, which every batch's `loss` shows, stops it within the epoch: a few
+    batches late on JAX and torch, where Keras runs this `async_safe`
+    callback in a worker thread, at once on TensorFlow. The warning names
+    the tasks with a non-finite loss over the epoch. The task weights stay
+    finite either way: a step with a non-finite loss does not change them.
     """
 
     # Reading the logs after every batch on the loop's own thread would make
@@ -631,30 +670,24 @@ class _TaskGuard(keras.callbacks.Callback):
         super().__init__()
         self.minimax = minimax
         self.error = None
-        # Per-batch logs get the per-task keys only if someone reads them:
-        # the progress bar, or a callback with a batch-end hook (Keras' own
-        # test for whether to dispatch them asynchronously).
+        self.non_finite_batch = None
+        # Keras' own test for whether to dispatch batch logs asynchronously.
         hooks = ("on_batch_end", "on_train_batch_end", "on_test_batch_end")
         self.users_read_batches = any(
             not getattr(getattr(callback, hook), "_is_default", False)
             for callback in callbacks for hook in hooks
         )
-        self.batch_logs = True
 
     def on_train_begin(self, logs=None):
-        self.batch_logs = self.users_read_batches or self.params.get("verbose") == 1
+        self.minimax._read_batch_task_logs(self.users_read_batches or self.params.get("verbose") == 1)
 
     on_test_begin = on_train_begin
 
-    def _expand(self, logs, prefix="", batch=False):
+    def _expand(self, logs, prefix=""):
         """Expands `logs` in place; True if they counted invalid task ids."""
         if not logs:
             return False
-        if batch and not self.batch_logs:
-            # Nobody reads the values: only the count of invalid ids matters.
-            invalid = count_invalid_ids(logs.pop(TASK_LOGS_KEY, None), len(self.minimax.task_names))
-        else:
-            invalid = expand_task_logs(logs, self.minimax.task_names, prefix)
+        invalid = expand_task_logs(logs, self.minimax.task_names, prefix)
         if invalid and self.error is None:
             m = self.minimax
             self.error = ValueError(
@@ -666,32 +699,35 @@ class _TaskGuard(keras.callbacks.Callback):
         return invalid > 0
 
     def on_train_batch_end(self, batch, logs=None):
-        values = logs.get(TASK_LOGS_KEY) if logs else None
-        if self._expand(logs, batch=True):
+        if self._expand(logs):
             self.minimax.stop_training = True
         if logs and "loss" in logs and not math.isfinite(float(logs["loss"])):
-            names = self.minimax.task_names
-            task_logs = {TASK_LOGS_KEY: values}
-            expand_task_logs(task_logs, names)
-            bad = [name for name in names if not math.isfinite(task_logs.get(f"loss/{name}", 0.0))]
-            message = (
-                f"Non-finite loss for task(s) {bad or names} at batch {batch}: "
-                "training stopped and the task weights were left at their last "
-                "finite values. Check that task's data and labels, or lower the "
-                "learning rate."
-            )
-            warnings.warn(message, RuntimeWarning, stacklevel=2)
+            if self.non_finite_batch is None:
+                self.non_finite_batch = batch
             self.minimax.stop_training = True
 
     def on_test_batch_end(self, batch, logs=None):
-        if self._expand(logs, batch=True):
+        if self._expand(logs):
             self.minimax.stop_evaluating = True
 
     def on_epoch_end(self, epoch, logs=None):
         # The callbacks after this one, History and the progress bar see one
         # float per task.
-        self._expand(logs)
+        if self._expand(logs):
+            self.minimax.stop_training = True
         self._expand(logs, "val_")
+        if self.non_finite_batch is not None:
+            names = self.minimax.task_names
+            bad = [name for name in names if not math.isfinite(logs.get(f"loss/{name}", 0.0))]
+            warnings.warn(
+                f"Non-finite loss for task(s) {bad or names} at batch "
+                f"{self.non_finite_batch} of epoch {epoch}: training stopped and "
+                "the task weights were left at their last finite values. Check "
+                "that task's data and labels, or lower the learning rate.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            self.non_finite_batch = None
 
     def on_test_end(self, logs=None):
         self._expand(logs)
@@ -702,15 +738,6 @@ def _stateless_forward(model, inputs):
     trainable = [v.value for v in model.trainable_variables]
     non_trainable = [v.value for v in model.non_trainable_variables]
     return model.stateless_call(trainable, non_trainable, inputs, training=True)[0]
-
-
-def _step_key(descent):
-    """What a compiled step takes from a `MirrorDescent`: its rule and settings.
-
-    Objects in the rule's config (a schedule) compare by identity.
-    """
-    rule = descent.rule
-    return (type(rule), repr(rule.get_config()), descent.update_every, descent.warmup_steps)
 
 
 def _unreduced(loss):
