@@ -1,9 +1,9 @@
 """What `MinimaxModel`'s per-batch checks would cost if they waited: sync vs async.
 
 `MinimaxModel.fit` runs a `_TaskGuard` callback at every batch end. It reads
-the step's loss on the host (and, when something reads batch logs, the
-per-task vector with its count of out-of-range task ids) to stop training on
-a bad batch. It is `async_safe`: on JAX and torch Keras runs it in a worker
+the step's loss on the host (and the per-task vector with its count of
+out-of-range task ids, when the step outputs it) to stop training on a bad
+batch. It is `async_safe`: on JAX and torch Keras runs it in a worker
 thread and the loop goes on, so training stops a few batches after a bad
 batch. Marked not `async_safe`, it would stop
 *at* the bad batch, but Keras would then dispatch batch-end callbacks on the

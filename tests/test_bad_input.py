@@ -36,9 +36,10 @@ def test_out_of_range_ids_raise_after_a_clean_stop(model, data, bad_id):
     with pytest.raises(ValueError, match=r"1 task ids in x\['task_id'\] are outside \[0, 3\)"):
         model.fit({"x": x, "task_id": ids}, y, batch_size=BATCH, epochs=3, shuffle=False, verbose=0,
                   callbacks=[MirrorDescent()])
-    # Nothing reads batch logs: stopped at the end of the first epoch, with
-    # the state readable.
-    assert int(model.task_step.numpy()) == steps + len(ids) // BATCH
+    # Nothing reads batch logs: stopped at the end of the first epoch (JAX,
+    # torch) or at the bad batch (TensorFlow), with the state readable.
+    stop = 4 if keras.backend.backend() == "tensorflow" else len(ids) // BATCH
+    assert int(model.task_step.numpy()) == steps + stop
     weights = model.task_weights.numpy()
     assert np.all(np.isfinite(weights)) and weights.sum() == pytest.approx(1.0, abs=1e-6)
     with pytest.raises(ValueError, match="outside"):

@@ -32,7 +32,8 @@ global batch:
   reduction of the replicas' gradients the gradient of the global objective;
 - `reducible_logs(logs)`: a step's logs in the shape the engine's reduction
   over replicas expects (a workaround for Keras' multi-worker `fit`);
-- `logs_may_hold_none()`: whether that reduction takes a `None` entry.
+- `drops_unread_logs()`: whether the step leaves the per-task vector out
+  of its logs when nothing reads them after each batch (JAX, torch).
 
 On JAX, `keras.distribution` jits the step over globally sharded arrays: the
 step sees the whole batch, and these are the identity (XLA inserts the
@@ -46,8 +47,8 @@ import keras
 
 _backend = keras.backend.backend()
 if _backend == "jax":
+    from keras_taskrobust.backend.jax import drops_unread_logs
     from keras_taskrobust.backend.jax import gradient
-    from keras_taskrobust.backend.jax import logs_may_hold_none
     from keras_taskrobust.backend.jax import loss_scale
     from keras_taskrobust.backend.jax import note_forward
     from keras_taskrobust.backend.jax import num_replicas
@@ -57,8 +58,8 @@ if _backend == "jax":
     from keras_taskrobust.backend.jax import segment_sums
     from keras_taskrobust.backend.jax import task_gradients
 elif _backend == "tensorflow":
+    from keras_taskrobust.backend.tensorflow import drops_unread_logs
     from keras_taskrobust.backend.tensorflow import gradient
-    from keras_taskrobust.backend.tensorflow import logs_may_hold_none
     from keras_taskrobust.backend.tensorflow import loss_scale
     from keras_taskrobust.backend.tensorflow import note_forward
     from keras_taskrobust.backend.tensorflow import num_replicas
@@ -68,8 +69,8 @@ elif _backend == "tensorflow":
     from keras_taskrobust.backend.tensorflow import segment_sums
     from keras_taskrobust.backend.tensorflow import task_gradients
 elif _backend == "torch":
+    from keras_taskrobust.backend.torch import drops_unread_logs
     from keras_taskrobust.backend.torch import gradient
-    from keras_taskrobust.backend.torch import logs_may_hold_none
     from keras_taskrobust.backend.torch import loss_scale
     from keras_taskrobust.backend.torch import note_forward
     from keras_taskrobust.backend.torch import num_replicas

@@ -48,5 +48,7 @@ def reducible_logs(logs):
     return logs
 
 
-def logs_may_hold_none():
+def drops_unread_logs():
+    # An output of 5K + 3 floats costs the step as much as the rest of the
+    # task logic (benchmarks/RESULTS.md).
     return True

@@ -54,7 +54,8 @@ class MinimaxModel(keras.Model):
     and `loss/<task>` and `weight/<task>` for every task. `evaluate` reports
     the same keys and never changes the weights. Batch logs hold the task
     keys when something reads them (the progress bar, a callback with a
-    batch-end hook); otherwise the step does not output them.
+    batch-end hook); otherwise, on JAX and torch, the step does not output
+    them.
 
     Data-parallel training computes the group losses of the *global* batch,
     so that every replica holds the same weights and training follows the
@@ -499,7 +500,7 @@ class MinimaxModel(keras.Model):
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         logs = super().compute_metrics(x, y, y_pred, sample_weight)
-        if not self._batch_task_logs and backend.logs_may_hold_none():
+        if not self._batch_task_logs and backend.drops_unread_logs():
             # Nobody reads the per-task vector after each batch: the step
             # does not output it (on JAX that output costs as much as the
             # rest of the task logic, benchmarks/RESULTS.md). It stays in the
@@ -650,13 +651,14 @@ class _TaskGuard(keras.callbacks.Callback):
     every backend) and `MinimaxModel` raises after. It holds the model
     directly: `self.model` would sync JAX state each batch.
 
-    The steps output the vector after every batch only when something reads
-    batch logs (the progress bar, a callback with a batch-end hook, as Keras
-    itself tells). Otherwise the epoch's (and `evaluate`'s) logs carry it,
-    and invalid ids stop training at the end of the epoch. A non-finite
-    loss, which every batch's `loss` shows, stops it within the epoch: a few
-    batches late on JAX and torch, where Keras runs this `async_safe`
-    callback in a worker thread, at once on TensorFlow. The warning names
+    On JAX and torch the steps output the vector after every batch only
+    when something reads batch logs (the progress bar, a callback with a
+    batch-end hook, as Keras itself tells); otherwise only the epoch's (and
+    `evaluate`'s) logs carry it, and invalid ids stop training at the end of
+    the epoch. A non-finite loss, which every batch's `loss` shows, stops it
+    within the epoch: a few batches late on JAX and torch, where Keras runs
+    this `async_safe` callback in a worker thread; on TensorFlow, whose
+    steps always output the vector, at the bad batch. The warning names
     the tasks with a non-finite loss over the epoch. The task weights stay
     finite either way: a step with a non-finite loss does not change them.
     """
