@@ -89,6 +89,13 @@ def expand_task_logs(logs, task_names, prefix=""):
     return int(totals[k, 2])
 
 
+def count_invalid_ids(values, num_tasks):
+    """The count of out-of-range task ids in a packed task vector (or `None`)."""
+    if values is None:
+        return 0
+    return int(_unpack(values, num_tasks)[0][num_tasks, 2])
+
+
 def _unpack(values, num_tasks):
     """`TaskLosses.result()`'s vector as NumPy `(totals [K + 1, 3], weights [K], estimates [K])`."""
     values = np.asarray(keras.ops.convert_to_numpy(values), dtype="float64").reshape(-1)

@@ -13,6 +13,7 @@ from keras import tree
 from keras_taskrobust import backend
 from keras_taskrobust.metrics.task_losses import TASK_LOGS_KEY
 from keras_taskrobust.metrics.task_losses import TaskLosses
+from keras_taskrobust.metrics.task_losses import count_invalid_ids
 from keras_taskrobust.metrics.task_losses import expand_task_logs
 from keras_taskrobust.models import task_groups
 from keras_taskrobust.rules.weighting_rule import WeightingRule
@@ -679,17 +680,24 @@ class _TaskGuard(keras.callbacks.Callback):
             not getattr(getattr(callback, hook), "_is_default", False)
             for callback in callbacks for hook in hooks
         )
+        self.batch_logs = True
 
     def on_train_begin(self, logs=None):
-        self.minimax._read_batch_task_logs(self.users_read_batches or self.params.get("verbose") == 1)
+        self.batch_logs = self.users_read_batches or self.params.get("verbose") == 1
+        self.minimax._read_batch_task_logs(self.batch_logs)
 
     on_test_begin = on_train_begin
 
-    def _expand(self, logs, prefix=""):
+    def _expand(self, logs, prefix="", batch=False):
         """Expands `logs` in place; True if they counted invalid task ids."""
         if not logs:
             return False
-        invalid = expand_task_logs(logs, self.minimax.task_names, prefix)
+        if batch and not self.batch_logs:
+            # Nobody reads the values (TensorFlow's steps output them all
+            # the same): only the count of invalid ids matters.
+            invalid = count_invalid_ids(logs.pop(TASK_LOGS_KEY, None), len(self.minimax.task_names))
+        else:
+            invalid = expand_task_logs(logs, self.minimax.task_names, prefix)
         if invalid and self.error is None:
             m = self.minimax
             self.error = ValueError(
@@ -701,7 +709,7 @@ class _TaskGuard(keras.callbacks.Callback):
         return invalid > 0
 
     def on_train_batch_end(self, batch, logs=None):
-        if self._expand(logs):
+        if self._expand(logs, batch=True):
             self.minimax.stop_training = True
         if logs and "loss" in logs and not math.isfinite(float(logs["loss"])):
             if self.non_finite_batch is None:
@@ -709,7 +717,7 @@ class _TaskGuard(keras.callbacks.Callback):
             self.minimax.stop_training = True
 
     def on_test_batch_end(self, batch, logs=None):
-        if self._expand(logs):
+        if self._expand(logs, batch=True):
             self.minimax.stop_evaluating = True
 
     def on_epoch_end(self, epoch, logs=None):
