@@ -144,6 +144,19 @@ def test_batch_logs_carry_the_task_keys_for_callbacks_that_read_them(data):
     assert [batches[-1][f"weight/{t}"] for t in "abc"] == pytest.approx(model.task_weights.numpy().tolist(), abs=1e-6)
 
 
+def test_evaluate_keeps_the_training_step(data):
+    # Only `fit` sets whether the training step outputs the task vector:
+    # an evaluation with a progress bar between two quiet fits rebuilds
+    # nothing.
+    x, y = data
+    model = new_model()
+    model.fit(x, y, batch_size=BATCH, verbose=0)
+    step = model.train_function
+    model.evaluate(x, y, batch_size=BATCH, verbose=1)
+    model.fit(x, y, batch_size=BATCH, verbose=0)
+    assert model.train_function is step
+
+
 class RecordStep(keras.callbacks.Callback):
     """Records the training step `fit` runs and the weights after each epoch."""
 

@@ -53,10 +53,10 @@ class MinimaxModel(keras.Model):
 
     Logs (and `History`) hold `loss` (the weighted objective), `loss/worst`,
     and `loss/<task>` and `weight/<task>` for every task. `evaluate` reports
-    the same keys and never changes the weights. Batch logs hold the task
-    keys when something reads them (the progress bar, a callback with a
-    batch-end hook); otherwise, on JAX and torch, the step does not output
-    them.
+    the same keys and never changes the weights. Training batch logs hold
+    the task keys when something reads them (the progress bar, a callback
+    with a batch-end hook); otherwise, on JAX and torch, the step does not
+    output them.
 
     Data-parallel training computes the group losses of the *global* batch,
     so that every replica holds the same weights and training follows the
@@ -133,8 +133,8 @@ class MinimaxModel(keras.Model):
 
         # Set by the MirrorDescent callback for the duration of `fit`.
         self.mirror_descent = None
-        # Whether the steps' logs carry the per-task vector (see
-        # `compute_metrics`); `fit` and `evaluate` set it.
+        # Whether the training step's logs carry the per-task vector (see
+        # `compute_metrics`); `fit` sets it.
         self._batch_task_logs = True
         # A wrapper of a built model is built (BackupAndRestore needs it).
         self.built = model.built
@@ -184,6 +184,7 @@ class MinimaxModel(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         k = self.num_tasks
+        self.__dict__["_step_trains"] = training  # for `compute_metrics`, next in the step
         grouped = self._grouped(x, y, y_pred, sample_weight)
         local = grouped.totals()
         # The group losses of the *global* batch: under tf.distribute (or
@@ -501,25 +502,26 @@ class MinimaxModel(keras.Model):
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         logs = super().compute_metrics(x, y, y_pred, sample_weight)
-        if not self._batch_task_logs and backend.drops_unread_logs():
-            # Nobody reads the per-task vector after each batch: the step
-            # does not output it (on JAX that output costs as much as the
-            # rest of the task logic, benchmarks/RESULTS.md). It stays in the
-            # metric; the key stays too, so that Keras still takes the
-            # epoch's logs from the metrics, vector included.
+        trains = self.__dict__.get("_step_trains", True)
+        if trains and not self._batch_task_logs and backend.drops_unread_logs():
+            # Nobody reads the per-task vector after each training batch:
+            # the step does not output it (on JAX that output costs as much
+            # as the rest of the task logic, benchmarks/RESULTS.md). It stays
+            # in the metric; the key stays too, so that Keras still takes the
+            # epoch's logs from the metrics, vector included. (Test steps
+            # always output it: `evaluate` does not rebuild them.)
             logs = {**logs, TASK_LOGS_KEY: None}
         return logs
 
     def _read_batch_task_logs(self, read):
-        """Makes the steps output the per-task vector after every batch, or not.
+        """Makes the training step output the per-task vector after every batch, or not.
 
-        Called as `fit` and `evaluate` begin; the steps read the setting
-        when they are traced, so they are rebuilt if it changed.
+        Called as `fit` begins; the step reads the setting when it is
+        traced, so it is rebuilt if the setting changed.
         """
         if read != self._batch_task_logs:
             self._batch_task_logs = read
             self.make_train_function(force=True)
-            self.make_test_function(force=True)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Called by the TensorFlow trainer only, and a no-op there without a
@@ -652,11 +654,10 @@ class _TaskGuard(keras.callbacks.Callback):
     every backend) and `MinimaxModel` raises after. It holds the model
     directly: `self.model` would sync JAX state each batch.
 
-    On JAX and torch the steps output the vector after every batch only
-    when something reads batch logs (the progress bar, a callback with a
-    batch-end hook, as Keras itself tells); otherwise only the epoch's (and
-    `evaluate`'s) logs carry it, and invalid ids stop training at the end of
-    the epoch. A non-finite loss, which every batch's `loss` shows, stops it
+    On JAX and torch the training step outputs the vector after every batch
+    only when something reads batch logs (the progress bar, a callback with
+    a batch-end hook, as Keras itself tells); otherwise only the epoch's
+    logs carry it, and invalid ids stop training at the end of the epoch. A non-finite loss, which every batch's `loss` shows, stops it
     within the epoch: a few batches late on JAX and torch, where Keras runs
     this `async_safe` callback in a worker thread; on TensorFlow, whose
     steps always output the vector, at the bad batch. The warning names
@@ -683,10 +684,11 @@ class _TaskGuard(keras.callbacks.Callback):
         self.batch_logs = True
 
     def on_train_begin(self, logs=None):
-        self.batch_logs = self.users_read_batches or self.params.get("verbose") == 1
+        self.on_test_begin()
         self.minimax._read_batch_task_logs(self.batch_logs)
 
-    on_test_begin = on_train_begin
+    def on_test_begin(self, logs=None):
+        self.batch_logs = self.users_read_batches or self.params.get("verbose") == 1
 
     def _expand(self, logs, prefix="", batch=False):
         """Expands `logs` in place; True if they counted invalid task ids."""
