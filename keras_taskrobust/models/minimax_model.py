@@ -657,10 +657,11 @@ class _TaskGuard(keras.callbacks.Callback):
     On JAX and torch the training step outputs the vector after every batch
     only when something reads batch logs (the progress bar, a callback with
     a batch-end hook, as Keras itself tells); otherwise only the epoch's
-    logs carry it, and invalid ids stop training at the end of the epoch. A non-finite loss, which every batch's `loss` shows, stops it
-    within the epoch: a few batches late on JAX and torch, where Keras runs
-    this `async_safe` callback in a worker thread; on TensorFlow, whose
-    steps always output the vector, at the bad batch. The warning names
+    logs carry it, and invalid ids stop training at the end of the epoch.
+    A non-finite loss, which every batch's `loss` shows, stops it within
+    the epoch: a few batches late on JAX and torch, where Keras runs this
+    `async_safe` callback in a worker thread; on TensorFlow, whose steps
+    always output the vector, at the bad batch. The warning names
     the tasks with a non-finite loss over the epoch. The task weights stay
     finite either way: a step with a non-finite loss does not change them.
     """
@@ -695,8 +696,8 @@ class _TaskGuard(keras.callbacks.Callback):
         if not logs:
             return False
         if batch and not self.batch_logs:
-            # Nobody reads the values (TensorFlow's steps output them all
-            # the same): only the count of invalid ids matters.
+            # Nobody reads the values (test steps, and TensorFlow's training
+            # steps, output them all the same): only the invalid ids count.
             invalid = count_invalid_ids(logs.pop(TASK_LOGS_KEY, None), len(self.minimax.task_names))
         else:
             invalid = expand_task_logs(logs, self.minimax.task_names, prefix)
