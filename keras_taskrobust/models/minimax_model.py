@@ -503,7 +503,7 @@ class MinimaxModel(keras.Model):
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         logs = super().compute_metrics(x, y, y_pred, sample_weight)
         trains = self.__dict__.get("_step_trains", True)
-        if trains and not self._batch_task_logs and backend.drops_unread_logs():
+        if trains and not self._batch_task_logs:
             # Nobody reads the per-task vector after each training batch:
             # the step does not output it (on JAX that output costs as much
             # as the rest of the task logic, benchmarks/RESULTS.md). It stays
@@ -517,8 +517,10 @@ class MinimaxModel(keras.Model):
         """Makes the training step output the per-task vector after every batch, or not.
 
         Called as `fit` begins; the step reads the setting when it is
-        traced, so it is rebuilt if the setting changed.
+        traced, so it is rebuilt if the setting changed. TensorFlow's steps
+        always output it (see `backend.drops_unread_logs`).
         """
+        read = read or not backend.drops_unread_logs()
         if read != self._batch_task_logs:
             self._batch_task_logs = read
             self.make_train_function(force=True)
