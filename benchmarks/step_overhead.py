@@ -6,7 +6,12 @@ a shared machine's noise). This times each backend's training step itself,
 on one batch of `overhead.py`'s MLP workload held ready, for the three models
 of `overhead.py`: the plain net, the wrapper floor (`Forwarding`) and
 `MinimaxModel(net, num_tasks=K)` with `MirrorDescent(ExponentiatedGradient())`
-attached (the callback's `on_train_begin`, as `fit` calls it):
+attached (the callback's `on_train_begin`, as `fit` calls it); and a fourth,
+`MinimaxModel` without `MirrorDescent` ("no rule": the loss split into
+tasks, the loss estimates and the task logs, with the weights left uniform).
+The steps between them split the minimax step's cost: floor - plain is what
+any wrapper with a task-id input costs, no rule - floor the grouping, the
+state and the logs, minimax - no rule the weight rule.
 
 - JAX: Keras' jitted `train_function` on the batch already on the device,
   the state threaded from call to call;
@@ -14,14 +19,15 @@ attached (the callback's `on_train_begin`, as `fit` calls it):
   repeats the batch;
 - torch: `train_step` on the batch as torch tensors (eager, as `fit` runs it).
 
-The three alternate for `--rounds` rounds of 100 steps each, each round
+The four alternate for `--rounds` rounds of 100 steps each, each round
 starting with the next model; reported: the median step time of each and the
-median over rounds of each round's minimax/plain and floor/plain ratios.
+median over rounds of each round's ratio to the plain step.
 
 Usage:
 
     python benchmarks/step_overhead.py --all            # 3 backends, markdown table
     python benchmarks/step_overhead.py --backend torch  # one backend, JSON lines
+    python benchmarks/step_overhead.py --backend tensorflow --jit_compile 1  # XLA
 """
 
 import statistics
@@ -91,8 +97,8 @@ def step_timer(model, data, batch_size, callbacks=()):
     return time_steps
 
 
-def measure(num_tasks, rounds):
-    """Alternates the three models' steps; returns a result row (times in us)."""
+def measure(num_tasks, rounds, jit_compile):
+    """Alternates the four models' steps; returns a result row (times in us)."""
     import keras
     from keras_taskrobust import MinimaxModel
     from keras_taskrobust.callbacks import MirrorDescent
@@ -104,12 +110,15 @@ def measure(num_tasks, rounds):
     keras.utils.set_random_seed(0)
     floor = forwarding_model(make_net())
     keras.utils.set_random_seed(0)
+    no_rule = MinimaxModel(make_net(), num_tasks=num_tasks)
+    keras.utils.set_random_seed(0)
     minimax = MinimaxModel(make_net(), num_tasks=num_tasks)
-    for model in (plain, floor, minimax):
-        model.compile(optimizer="adam", loss=loss)
+    for model in (plain, floor, no_rule, minimax):
+        model.compile(optimizer="adam", loss=loss, jit_compile=bool(jit_compile) or "auto")
     steps = {
         "plain": step_timer(plain, plain_data, batch_size),
         "floor": step_timer(floor, minimax_data, batch_size),
+        "no_rule": step_timer(no_rule, minimax_data, batch_size),
         "minimax": step_timer(minimax, minimax_data, batch_size, [MirrorDescent(ExponentiatedGradient())]),
     }
     names = list(steps)
@@ -118,32 +127,33 @@ def measure(num_tasks, rounds):
         first = round_ % len(names)
         for name in names[first:] + names[:first]:
             times[name].append(steps[name]())
-    ratios = {name: [t / p for t, p in zip(times[name], times["plain"])] for name in ("floor", "minimax")}
+    ratios = {name: [t / p for t, p in zip(times[name], times["plain"])] for name in names[1:]}
     return {
-        "backend": keras.backend.backend(), "K": num_tasks,
+        "backend": keras.backend.backend(), "K": num_tasks, "jit_compile": bool(jit_compile),
         **{f"{name}_us": 1e6 * statistics.median(t) for name, t in times.items()},
         "ratio": statistics.median(ratios["minimax"]), "round_ratios": ratios["minimax"],
         "floor_ratio": statistics.median(ratios["floor"]),
+        "no_rule_ratio": statistics.median(ratios["no_rule"]),
     }
 
 
-def measure_backend(rounds):
+def measure_backend(rounds, jit_compile):
     for num_tasks in TASK_COUNTS:
-        yield measure(num_tasks, rounds)
+        yield measure(num_tasks, rounds, jit_compile)
 
 
 def markdown_table(rows):
     lines = [
-        "| backend | K | plain us/step | floor us/step | minimax us/step | minimax - plain (us) "
-        "| ratio | per-round ratios (min-max) | target | wrapper floor |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+        "| backend | K | plain us/step | floor us/step | no rule us/step | minimax us/step "
+        "| minimax - plain (us) | ratio | per-round ratios (min-max) | target | wrapper floor | no rule |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['backend']} | {r['K']} | {r['plain_us']:.0f} | {r['floor_us']:.0f} | {r['minimax_us']:.0f} "
-            f"| {r['minimax_us'] - r['plain_us']:.0f} | {r['ratio']:.3f} "
+            f"| {r['backend']} | {r['K']} | {r['plain_us']:.0f} | {r['floor_us']:.0f} | {r['no_rule_us']:.0f} "
+            f"| {r['minimax_us']:.0f} | {r['minimax_us'] - r['plain_us']:.0f} | {r['ratio']:.3f} "
             f"| {min(r['round_ratios']):.2f}-{max(r['round_ratios']):.2f} "
-            f"| <= {TARGETS[r['backend']]:.2f} | {r['floor_ratio']:.3f} |"
+            f"| <= {TARGETS[r['backend']]:.2f} | {r['floor_ratio']:.3f} | {r['no_rule_ratio']:.3f} |"
         )
     return "\n".join(lines)
 
@@ -151,6 +161,7 @@ def markdown_table(rows):
 if __name__ == "__main__":
     per_backend.main(
         __file__, __doc__.splitlines()[0],
-        {"rounds": (21, "alternations of the three models")},
+        {"rounds": (21, "alternations of the four models"),
+         "jit_compile": (0, "1: compile every model with jit_compile=True (XLA on TensorFlow)")},
         measure_backend, markdown_table,
     )
