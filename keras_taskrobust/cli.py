@@ -30,7 +30,7 @@ def _common_parser(recipe):
     parser.add_argument("--seed", type=int, default=0, help="random seed of data, model and rule (default: 0).")
     parser.add_argument(
         "--weighting", default="exponentiated_gradient",
-        choices=sorted(n for n in rules._RULES if n != "uniform"),
+        choices=[n for n in rules.available() if n != "uniform"],
         help="the robust rule compared with the average loss (default: exponentiated_gradient).",
     )
     parser.add_argument("--quick", action="store_true", help="a small, fast run (for CI and smoke tests).")

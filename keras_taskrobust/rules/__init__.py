@@ -7,6 +7,17 @@ from keras_taskrobust.rules.softmax import Softmax
 from keras_taskrobust.rules.uniform import Uniform
 from keras_taskrobust.rules.weighting_rule import WeightingRule
 
+__all__ = [
+    "ExponentiatedGradient",
+    "HardMax",
+    "Lookahead",
+    "Softmax",
+    "Uniform",
+    "WeightingRule",
+    "available",
+    "get",
+]
+
 _RULES = {
     "uniform": Uniform,
     "exponentiated_gradient": ExponentiatedGradient,
@@ -16,8 +27,13 @@ _RULES = {
 }
 
 
+def available():
+    """The names `get` (and `MirrorDescent`) accept, sorted."""
+    return sorted(_RULES)
+
+
 def get(identifier):
-    """Returns a rule from a `WeightingRule` or one of the names in `_RULES`."""
+    """Returns a rule from a `WeightingRule` or one of the names of `available()`."""
     if isinstance(identifier, WeightingRule):
         return identifier
     if isinstance(identifier, str) and identifier in _RULES:

@@ -1,0 +1,232 @@
+"""Every touch of a framework internal, in one place.
+
+keras-taskrobust otherwise uses public APIs only. The few private names of
+Keras (and of TensorFlow, torch and keras-hub) that it relies on are reached
+through the functions below, and each is listed in `INTERNALS` with a check
+that it is still where this module expects it. `tests/test_keras_compat.py`
+runs every check, so a release that moves one fails there, by name, and
+nowhere else.
+"""
+
+import functools
+import inspect
+import sys
+
+import keras
+
+# (what is touched, a zero-argument check that returns True while it exists).
+# Checks import lazily: TensorFlow, torch and keras-hub are optional.
+INTERNALS = []
+
+
+def _internal(name, check):
+    INTERNALS.append((name, check))
+
+
+def _has(owner, attribute):
+    return lambda: hasattr(owner, attribute)
+
+
+# --- Layers and metrics ---------------------------------------------------
+
+_internal("keras.layers.Layer._flatten_layers", _has(keras.layers.Layer, "_flatten_layers"))
+
+
+def flatten_layers(layer, include_self=True, recursive=True):
+    """Every layer inside `layer`: nested models and tracked attributes too.
+
+    Public `Model.layers` lists direct children only, and not the layers a
+    subclassed model keeps in attributes (`MinimaxModel.model`).
+    """
+    return list(layer._flatten_layers(include_self=include_self, recursive=recursive))
+
+
+_internal("keras.metrics.Metric._direction", lambda: keras.metrics.Accuracy()._direction == "up")
+
+
+def metric_direction(metric):
+    """`"up"`, `"down"` or `None`: the direction Keras' `EarlyStopping` also reads."""
+    return getattr(metric, "_direction", None)
+
+
+# --- Global state and printing ----------------------------------------------
+
+
+def _global_state():
+    from keras.src.backend.common import global_state
+
+    return global_state
+
+
+_internal("keras.src.backend.common.global_state", lambda: hasattr(_global_state(), "get_global_attribute"))
+
+
+def global_seed_generator():
+    """Keras' global `SeedGenerator` (`None` until something draws from it)."""
+    return _global_state().get_global_attribute("global_seed_generator")
+
+
+def _io_utils():
+    from keras.src.utils import io_utils
+
+    return io_utils
+
+
+_internal("keras.src.utils.io_utils.print_msg", lambda: callable(_io_utils().print_msg))
+
+
+def print_msg(message):
+    """Prints as Keras' callbacks do (to absl logging when Keras is told to)."""
+    _io_utils().print_msg(message)
+
+
+# --- Training loop ---------------------------------------------------------
+
+_internal("Callback hook `_is_default` marker", lambda: keras.callbacks.Callback.on_train_batch_end._is_default)
+
+
+def reads_batch_logs(callbacks):
+    """Whether any of `callbacks` overrides a batch-end hook (Keras' own test)."""
+    hooks = ("on_batch_end", "on_train_batch_end", "on_test_batch_end")
+    return any(not getattr(getattr(c, hook), "_is_default", False) for c in callbacks for hook in hooks)
+
+
+_internal(
+    "CallbackList honours `Callback.async_safe`",
+    lambda: "async_safe" in inspect.getsource(sys.modules[keras.callbacks.CallbackList.__module__]),
+)
+
+
+def async_safe(callback_class):
+    """Lets Keras run `callback_class`'s batch hooks in its worker thread.
+
+    Without it, a callback that reads every batch's logs makes JAX and
+    torch wait for each step before dispatching the next.
+    """
+    callback_class.async_safe = True
+    return callback_class
+
+
+_internal("keras.Model._aggregate_additional_loss", _has(keras.Model, "_aggregate_additional_loss"))
+
+
+def additional_loss(model, losses):
+    """The sum of `model.losses` as Keras' own `compute_loss` adds it."""
+    from keras import ops
+
+    return ops.sum(ops.stack([model._aggregate_additional_loss(loss) for loss in losses]))
+
+
+_internal("keras.Model._flatten_metrics_in_order", _has(keras.Model, "_flatten_metrics_in_order"))
+
+
+def logs_as_list(model, logs):
+    """`evaluate`'s list return value, in Keras' order, from its dict logs."""
+    return model._flatten_metrics_in_order(logs)
+
+
+def callbacks_position(method):
+    """The index of `callbacks` among `method`'s positional parameters (`fit`, `evaluate`)."""
+    names = [p for p in inspect.signature(method).parameters if p != "self"]
+    return names.index("callbacks")
+
+
+_internal("keras.Model.fit/evaluate take `callbacks`", lambda: callbacks_position(keras.Model.fit) >= 0
+          and callbacks_position(keras.Model.evaluate) >= 0)
+
+
+def fresh_train_step(model):
+    """Gives `model` a `train_step` callable of its own, for the next trace.
+
+    JAX caches traces by the function it jits, and Keras jits
+    `model.train_step`, a bound method equal to every other one of the
+    model: a step traced for one weighting rule would be found again for
+    another. A new callable per build keeps them apart.
+    """
+    model.__dict__["train_step"] = functools.partial(type(model).train_step, model)
+
+
+def _tensorflow_trainer_check():
+    from keras.src.backend.tensorflow import trainer
+
+    source = inspect.getsource(trainer)
+    return "def _maybe_symbolic_build(self, iterator=None, data_batch=None)" in source and (
+        "self._distribute_strategy" in source
+    )
+
+
+_internal("TensorFlowTrainer._maybe_symbolic_build and ._distribute_strategy",
+          lambda: keras.backend.backend() != "tensorflow" or _tensorflow_trainer_check())
+
+
+class FirstShardBuild:
+    """A mixin for models whose inputs must not be averaged over replicas.
+
+    Under a `tf.distribute` strategy, Keras builds a model from the first
+    batch *averaged over the replicas*, which turns integer task ids into
+    floats and fails on bool inputs (keras-hub's `padding_mask`). Models
+    with this mixin are built from the first replica's shard instead.
+    `_maybe_symbolic_build` is called by the TensorFlow trainer only.
+    """
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        strategy = getattr(self, "_distribute_strategy", None)
+        if iterator is not None and strategy is not None:
+            for _, _, batches in iterator:
+                first_shard = strategy.experimental_local_results
+                data_batch = keras.tree.map_structure(lambda v: first_shard(v)[0], next(batches))
+                break
+        return super()._maybe_symbolic_build(data_batch=data_batch)
+
+
+# --- TensorFlow, torch and keras-hub ----------------------------------------
+
+
+def _tf_multi_worker_check():
+    import tensorflow as tf
+
+    return hasattr(tf.distribute.MultiWorkerMirroredStrategy().extended, "_in_multi_worker_mode")
+
+
+_internal("tf.distribute strategy.extended._in_multi_worker_mode",
+          lambda: keras.backend.backend() != "tensorflow" or _tf_multi_worker_check())
+
+
+def in_multi_worker_mode(strategy):
+    """Whether a `MultiWorkerMirroredStrategy` spans several workers."""
+    return strategy.extended._in_multi_worker_mode()
+
+
+def _torch_ddp_check():
+    import torch
+
+    return hasattr(torch.nn.parallel.DistributedDataParallel, "_get_active_ddp_module")
+
+
+_internal("torch DistributedDataParallel._get_active_ddp_module",
+          lambda: keras.backend.backend() != "torch" or _torch_ddp_check())
+
+
+def ddp_runs_forward():
+    """Whether the current forward pass runs inside a torch DDP module."""
+    import torch
+
+    return torch.nn.parallel.DistributedDataParallel._get_active_ddp_module() is not None
+
+
+def special_tokens_for_splitting(tokenizer):
+    """keras-hub's list of special tokens its WordPiece pre-tokenizer keeps whole.
+
+    Older keras-hub tokenizers have none: `None` then.
+    """
+    method = getattr(tokenizer, "_special_tokens_for_splitting", None)
+    return None if method is None else method()
+
+
+def _hub_check():
+    import keras_hub
+
+    return hasattr(keras_hub.tokenizers.WordPieceTokenizer, "_special_tokens_for_splitting")
+
+
+_internal("keras_hub WordPieceTokenizer._special_tokens_for_splitting", _hub_check)
