@@ -44,7 +44,7 @@ NUM_TASKS = 4
 def mlp_workload(rng):
     """Returns `(model, backbone, batch_size, pretraining_data, tasks)`."""
     import keras
-    from keras_taskrobust import DownstreamTask
+    from keras_taskrobust.downstream import DownstreamTask
     from keras_taskrobust import MinimaxModel
 
     n, batch_size = 8192, 128
@@ -75,7 +75,7 @@ def bert_workload(rng):
     """A tiny BERT masked LM; the probes classify sentences from the pooled output."""
     import keras
     import keras_hub
-    from keras_taskrobust import DownstreamTask
+    from keras_taskrobust.downstream import DownstreamTask
     from keras_taskrobust import MinimaxModel
 
     n, seq, masks, vocab, batch_size = 384, 64, 10, 1000, 32
@@ -135,11 +135,11 @@ def measure(workload, rounds):
     """Alternates pre-training epochs and suite evaluations; returns a result row."""
     import keras
     from keras_taskrobust.callbacks import DownstreamSuite
-    from keras_taskrobust.callbacks import downstream_suite
+    from keras_taskrobust.downstream import transfer_evaluator
 
     # Time spent extracting features, accumulated by a wrapper (benchmark only).
     extraction = [0.0]
-    extract = downstream_suite._extract
+    extract = transfer_evaluator._extract
 
     def timed_extract(*args):
         start = time.perf_counter()
@@ -147,7 +147,7 @@ def measure(workload, rounds):
         extraction[0] += time.perf_counter() - start
         return result
 
-    downstream_suite._extract = timed_extract
+    transfer_evaluator._extract = timed_extract
 
     keras.utils.set_random_seed(0)
     model, backbone, batch_size, data, tasks = WORKLOADS[workload](np.random.default_rng(0))

@@ -113,7 +113,7 @@ def measure(num_tasks, rounds, calls):
     minimax = MinimaxModel(make_net(), num_tasks=num_tasks)
     for model in (plain, minimax):
         model.compile(optimizer="adam", loss=loss)
-    minimax.mirror_descent = MirrorDescent(ExponentiatedGradient())  # as `fit` attaches it
+    minimax.use_weighting(MirrorDescent(ExponentiatedGradient()))  # as `fit` does
     y_pred = plain(x["features"])
     calls_of = {
         "plain": loss_and_gradient(plain, x["features"], y, y_pred),

@@ -23,11 +23,11 @@ Everything here runs on JAX, TensorFlow or PyTorch and downloads nothing.
 import numpy as np
 
 import keras
-from keras_taskrobust import DownstreamTask
 from keras_taskrobust import MinimaxModel
 from keras_taskrobust import rules
 from keras_taskrobust.callbacks import DownstreamSuite
 from keras_taskrobust.callbacks import MirrorDescent
+from keras_taskrobust.downstream import DownstreamTask
 
 keras.utils.set_random_seed(0)
 rng = np.random.default_rng(0)

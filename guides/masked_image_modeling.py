@@ -34,8 +34,8 @@ import keras_hub
 from keras_taskrobust import MinimaxModel
 from keras_taskrobust import rules
 from keras_taskrobust.callbacks import DownstreamSuite
-from keras_taskrobust.callbacks import DownstreamTask
 from keras_taskrobust.callbacks import MirrorDescent
+from keras_taskrobust.downstream import DownstreamTask
 from keras_taskrobust.data import DOMAINS
 from keras_taskrobust.data import load_domains
 from keras_taskrobust.recipes.masked_image import thickness_labels

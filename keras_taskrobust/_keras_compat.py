@@ -125,16 +125,6 @@ def logs_as_list(model, logs):
     return model._flatten_metrics_in_order(logs)
 
 
-def callbacks_position(method):
-    """The index of `callbacks` among `method`'s positional parameters (`fit`, `evaluate`)."""
-    names = [p for p in inspect.signature(method).parameters if p != "self"]
-    return names.index("callbacks")
-
-
-_internal("keras.Model.fit/evaluate take `callbacks`", lambda: callbacks_position(keras.Model.fit) >= 0
-          and callbacks_position(keras.Model.evaluate) >= 0)
-
-
 def fresh_train_step(model):
     """Gives `model` a `train_step` callable of its own, for the next trace.
 
@@ -214,19 +204,40 @@ def ddp_runs_forward():
     return torch.nn.parallel.DistributedDataParallel._get_active_ddp_module() is not None
 
 
-def special_tokens_for_splitting(tokenizer):
-    """keras-hub's list of special tokens its WordPiece pre-tokenizer keeps whole.
+def _keras_hub_internals():
+    from keras_hub.src.tokenizers import word_piece_tokenizer
+    from keras_hub.src.utils import tensor_utils
 
-    Older keras-hub tokenizers have none: `None` then.
-    """
+    return word_piece_tokenizer, tensor_utils
+
+
+_internal("keras_hub.src.tokenizers.word_piece_tokenizer.pretokenize_python",
+          lambda: callable(_keras_hub_internals()[0].pretokenize_python))
+_internal("keras_hub.src.utils.tensor_utils.preprocessing_function",
+          lambda: callable(_keras_hub_internals()[1].preprocessing_function))
+_internal("keras_hub WordPieceTokenizer._special_tokens_for_splitting",
+          lambda: hasattr(_keras_hub_internals()[0].WordPieceTokenizer, "_special_tokens_for_splitting"))
+_internal("keras_hub PreprocessingLayer(_allow_python_workflow=...)",
+          lambda: tf_masked_lm_mask_generator(vocabulary_size=8, mask_selection_rate=0.5, mask_token_id=1,
+                                              mask_selection_length=2)._allow_python_workflow is False)
+
+
+def pretokenize(text, tokenizer):
+    """`text` split into words exactly as keras-hub's WordPiece `tokenizer` splits it."""
     method = getattr(tokenizer, "_special_tokens_for_splitting", None)
-    return None if method is None else method()
+    special = None if method is None else method()  # older keras-hub: none
+    return _keras_hub_internals()[0].pretokenize_python(
+        text, tokenizer.lowercase, tokenizer.strip_accents, tokenizer.split, tokenizer.split_on_cjk, special
+    )
 
 
-def _hub_check():
+def preprocessing_function(fn):
+    """keras-hub's decorator for a preprocessing layer method that runs TF ops on any backend."""
+    return _keras_hub_internals()[1].preprocessing_function(fn)
+
+
+def tf_masked_lm_mask_generator(**kwargs):
+    """keras-hub's `MaskedLMMaskGenerator`, always on its TensorFlow path (inside `tf.data` and eagerly alike)."""
     import keras_hub
 
-    return hasattr(keras_hub.tokenizers.WordPieceTokenizer, "_special_tokens_for_splitting")
-
-
-_internal("keras_hub WordPieceTokenizer._special_tokens_for_splitting", _hub_check)
+    return keras_hub.layers.MaskedLMMaskGenerator(**kwargs, _allow_python_workflow=False)

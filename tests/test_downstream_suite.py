@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 
 import keras
-from keras_taskrobust import DownstreamTask
 from keras_taskrobust import MinimaxModel
 from keras_taskrobust import rules
 from keras_taskrobust.callbacks import DownstreamSuite
 from keras_taskrobust.callbacks import MirrorDescent
-from keras_taskrobust.callbacks.downstream_suite import _features
+from keras_taskrobust.downstream import DownstreamTask
+from keras_taskrobust.downstream import evaluate_transfer
+from keras_taskrobust.downstream.transfer_evaluator import _features
 
 D = 4
 # The backbone sees inputs 0 and 1 and is blind to inputs 2 and 3.
@@ -94,6 +95,37 @@ def test_lower_is_better_metric_counts_as_its_negative():
     assert record["worst_task"] == "level"
     assert record["downstream/worst"] == -mae
     assert record["downstream/mean"] == pytest.approx((1.0 - mae) / 2)
+
+
+def test_evaluate_transfer_outside_fit_matches_the_suite():
+    """The plain function scores a backbone as the callback does and changes nothing.
+
+    The backbone's weights are bit-for-bit the same afterwards, and the
+    global random generators are where they were.
+    """
+    # A continuous metric for fine-tuning: any difference in its run shows.
+    tasks = [task("sees", axis=0), task("blind", axis=3),
+             task("finetune", axis=0, mode="finetune", epochs=2, optimizer=keras.optimizers.Adam(0.05),
+                  metric=keras.metrics.SparseCategoricalCrossentropy(from_logits=True))]
+    model = pretraining_model()
+    backbone = model.model.get_layer("backbone")
+    weights = [np.array(w, copy=True) for w in backbone.get_weights()]
+    numpy_state = np.random.get_state()
+
+    scores = evaluate_transfer(backbone, tasks)
+    drawn = np.random.rand()
+    np.random.set_state(numpy_state)
+    assert np.random.rand() == drawn
+    for before, after in zip(weights, backbone.get_weights()):
+        assert before.dtype == after.dtype and np.array_equal(before, after)
+
+    record = DownstreamSuite("backbone", tasks, verbose=0).evaluate(model)
+    assert set(scores) == set(record) - {"epoch"}
+    for key in scores:
+        if key != "seconds":
+            assert scores[key] == record[key], key
+    assert scores["downstream/sees"] == 1.0 and scores["downstream/blind"] == 0.5
+    assert 0.0 < scores["downstream/finetune"] < np.log(2)
 
 
 class ScriptedBackbone(keras.callbacks.Callback):
@@ -268,7 +300,7 @@ def test_keras_hub_bert_backbone():
     assert 0.0 <= record["downstream/topic"] <= 1.0 and record["worst_task"] == "topic"
 
     outputs = backbone.predict_on_batch(test)
-    np.testing.assert_allclose(suite._extractor.predict_on_batch(test), outputs["pooled_output"],
+    np.testing.assert_allclose(suite._evaluator._extractor.predict_on_batch(test), outputs["pooled_output"],
                                rtol=1e-5, atol=1e-6)
     sequence = outputs["sequence_output"].astype("float64")
     mask = test["padding_mask"][..., None]

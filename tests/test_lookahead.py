@@ -37,7 +37,7 @@ def test_gram_matches_numpy(split):
     model = MinimaxModel(net, num_tasks=K)
     model.compile(loss="mse")
     inputs = {"x": xb, "task_id": ib}
-    gram = model._task_gram(inputs, yb, model(inputs), wb, rules.Lookahead(split_batch=split))
+    gram = model.task_gram(inputs, yb, model(inputs), wb, rules.Lookahead(split_batch=split))
     kernel, bias = net.layers[0].get_weights()
     expected = numpy_gram(xb, yb, ib, wb, kernel, bias, split)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(gram), expected, rtol=1e-4, atol=1e-6)
@@ -140,12 +140,12 @@ def test_gram_on_the_representation_matches_numpy(split):
     model = MinimaxModel(net, num_tasks=K)
     model.compile(loss="mse")
     rule = rules.Lookahead(representation="hidden", split_batch=split)
-    model._attach(MirrorDescent(rule))  # what fit does, for a direct call
+    model.use_weighting(MirrorDescent(rule))  # what fit does, for a direct call
     inputs = {"x": xb, "task_id": ib}
-    gram = model._task_gram(inputs, yb, model(inputs, training=True), wb, rule)
-    model.mirror_descent = None
+    gram = model.task_gram(inputs, yb, model(inputs, training=True), wb, rule)
+    model.use_weighting(None)
     # The output layer keeps the examples apart: G came from one backward pass.
-    assert model._independent == {"hidden": True}
+    assert model.task_gram.independent == {"hidden": True}
 
     (w1, b1), (w2, b2) = net.layers[0].get_weights(), net.layers[1].get_weights()
     pred = np.tanh(xb @ w1 + b1) @ w2 + b2
@@ -181,11 +181,11 @@ def test_gram_on_a_representation_below_batch_normalization_is_zero():
     model = MinimaxModel(net, num_tasks=K)
     model.compile(loss="mse")
     rule = rules.Lookahead(representation="hidden", split_batch=False)
-    model._attach(MirrorDescent(rule))
+    model.use_weighting(MirrorDescent(rule))
     inputs = {"x": x[:16], "task_id": ids[:16]}
-    gram = keras.ops.convert_to_numpy(model._task_gram(inputs, y[:16], model(inputs, training=True), sw[:16], rule))
-    model.mirror_descent = None
-    assert model._independent == {"hidden": False}
+    gram = keras.ops.convert_to_numpy(model.task_gram(inputs, y[:16], model(inputs, training=True), sw[:16], rule))
+    model.use_weighting(None)
+    assert model.task_gram.independent == {"hidden": False}
     np.testing.assert_allclose(gram, 0.0, atol=1e-9)
 
     # In a fit, the re-run of the head that G needs leaves its state alone:

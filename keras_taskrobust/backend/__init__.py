@@ -45,6 +45,19 @@ averages the gradients; a forward pass not run by DDP is single-process.
 
 import keras
 
+__all__ = [
+    "drops_unread_logs",
+    "gradient",
+    "loss_scale",
+    "note_forward",
+    "num_replicas",
+    "reducible_logs",
+    "replica_offset",
+    "replica_sum",
+    "segment_sums",
+    "task_gradients",
+]
+
 _backend = keras.backend.backend()
 if _backend == "jax":
     from keras_taskrobust.backend.jax import drops_unread_logs

@@ -1,5 +1,7 @@
 import tensorflow as tf
 
+from keras_taskrobust import _keras_compat as compat
+
 
 def _flatten(gradients, variables):
     return tf.concat(
@@ -86,9 +88,7 @@ def loss_scale():
 
 def _multi_worker():
     strategy = tf.distribute.get_strategy()
-    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
-        strategy.extended._in_multi_worker_mode()
-    )
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and compat.in_multi_worker_mode(strategy)
 
 
 def reducible_logs(logs):

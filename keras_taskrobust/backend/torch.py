@@ -2,6 +2,8 @@ import threading
 
 import torch
 
+from keras_taskrobust import _keras_compat as compat
+
 
 def task_gradients(losses, loss_fn, values):
     # Eager autograd: differentiate the step's own graph (all rows in one
@@ -48,7 +50,7 @@ _forward = threading.local()
 
 def note_forward():
     """Called as `MinimaxModel.call` starts: notes whether DDP runs it."""
-    _forward.ddp = torch.nn.parallel.DistributedDataParallel._get_active_ddp_module() is not None
+    _forward.ddp = compat.ddp_runs_forward()
 
 
 def _world_size():

@@ -1,8 +1,11 @@
 """The callback that turns the task-weight updates on."""
 
 import keras
+import numpy as np
+from keras import ops
 
 from keras_taskrobust import rules
+from keras_taskrobust.models import held_out as held_out_signal
 
 
 class MirrorDescent(keras.callbacks.Callback):
@@ -15,8 +18,11 @@ class MirrorDescent(keras.callbacks.Callback):
     weights with `rule.update` (mirror ascent on the simplex for
     `ExponentiatedGradient`). The update runs inside the compiled training
     step on every backend, so it takes effect at every configured step (on
-    JAX too, where the step is a stateless jitted function); the callback
-    only attaches the rule to the model for the duration of the `fit` call.
+    JAX too, where the step is a stateless jitted function). The callback
+    only configures: `MinimaxModel.fit` finds it among its callbacks and
+    traces its rule into the step for that `fit` (one `MirrorDescent` per
+    `fit`). In a custom training loop, call `on_train_begin()` once the
+    callback's model is set (`set_model`), or `model.use_weighting(callback)`.
 
     Step sizes and their schedules belong to the rule:
     `ExponentiatedGradient(step_size=keras.optimizers.schedules.ExponentialDecay(...))`
@@ -31,6 +37,24 @@ class MirrorDescent(keras.callbacks.Callback):
         warmup_steps: number of first training steps with uniform weights
             (counted over the model's whole training, so a resumed run does
             not warm up again). Defaults to 0.
+        held_out: data to take the rule's signal from instead of the
+            training batch: a tuple `(x, y)` or `(x, y, sample_weight)` of
+            arrays, or a finite, batched `tf.data.Dataset` of those, with the
+            task ids in the same form as in training. Every `update_every`
+            steps (after `warmup_steps`) each task's mean loss on it is
+            measured in inference mode, outside the training step and its
+            gradients, and the rule updates the weights from those losses
+            (its estimates of them are the model's `held_out_losses`, saved
+            with the model); the training step then leaves the weights
+            alone. Logs `held_out/<task>`. Defaults to `None` (the training
+            batch's group losses, inside the step).
+        reference_losses: K floats; the rule then sees each task's *excess*
+            loss, `max(L_k - reference_losses[k], 0)`, so that a task's
+            irreducible loss draws no weight (DoReMi). Defaults to `None`.
+        reference: a Keras model (e.g. a copy trained briefly with uniform
+            weights) run on the held-out data: the rule sees each task's
+            mean per-element excess over the reference model's loss on the
+            same element, clipped at 0. Needs `held_out`. Defaults to `None`.
 
     Example:
 
@@ -43,7 +67,15 @@ class MirrorDescent(keras.callbacks.Callback):
     True
     """
 
-    def __init__(self, rule="exponentiated_gradient", update_every=1, warmup_steps=0):
+    def __init__(
+        self,
+        rule="exponentiated_gradient",
+        update_every=1,
+        warmup_steps=0,
+        held_out=None,
+        reference_losses=None,
+        reference=None,
+    ):
         super().__init__()
         self.rule = rules.get(rule)
         if int(update_every) != update_every or update_every < 1:
@@ -52,14 +84,74 @@ class MirrorDescent(keras.callbacks.Callback):
             raise ValueError(f"`warmup_steps` must be an integer >= 0; got {warmup_steps}.")
         self.update_every = int(update_every)
         self.warmup_steps = int(warmup_steps)
+        if reference is not None and held_out is None:
+            raise ValueError(
+                "MirrorDescent(reference=...) measures the excess over the reference "
+                "model on held-out data: pass `held_out=...` too, or give fixed "
+                "per-task `reference_losses` instead."
+            )
+        if held_out is not None and self.rule.needs_gradients:
+            raise ValueError(
+                f"{type(self.rule).__name__} needs the task gradients of the training "
+                "step, which held-out losses measured outside the step do not give."
+            )
+        self.held_out = held_out
+        self.reference = reference
+        self.reference_losses = None if reference_losses is None else [float(v) for v in reference_losses]
+        if held_out is not None:
+            # A batch hook only when measuring: Keras (and the training step)
+            # treat any callback with one as a reader of every batch's logs.
+            self.on_train_batch_end = self._measure_when_due
+        self.held_out_results = None
+
+    def signal(self, losses):
+        """What the rule sees of the step's group losses `[K]`: the excess over `reference_losses`, if any."""
+        if self.reference_losses is None:
+            return losses
+        return ops.maximum(losses - ops.convert_to_tensor(self.reference_losses, "float32"), 0.0)
 
     def on_train_begin(self, logs=None):
         model = self.model
-        if not hasattr(model, "mirror_descent"):
+        if not hasattr(model, "use_weighting"):
             raise TypeError(
                 "MirrorDescent updates the task weights of a "
                 f"keras_taskrobust.MinimaxModel; got {type(model).__name__}. "
                 "Wrap the model: `MinimaxModel(model, num_tasks=K)`."
             )
-        # `MinimaxModel.fit` detaches the rule when the fit ends.
-        model._attach(self)
+        if self.reference_losses is not None and len(self.reference_losses) != model.num_tasks:
+            raise ValueError(
+                f"`reference_losses` has {len(self.reference_losses)} values but the "
+                f"model has {model.num_tasks} tasks {model.task_names}; give one per task."
+            )
+        # In `fit` the model has already taken this rule for its step (a
+        # no-op here); in a custom training loop this turns it on.
+        model.use_weighting(self)
+        self._steps_done = int(ops.convert_to_numpy(model.task_step.value))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = getattr(self, "_steps_done", 0)
+
+    def _measure_when_due(self, batch, logs=None):
+        # Counted here rather than read from the model: reading its state
+        # after every batch would make JAX wait for each step.
+        before, self._steps_done = self._steps_done, self._epoch_start + batch + 1
+        due = [
+            s for s in range(before + 1, self._steps_done + 1)
+            if s > self.warmup_steps and (s - self.warmup_steps) % self.update_every == 0
+        ]
+        if not due:
+            return
+        model = self.model  # syncs JAX's training state into the variables
+        losses, present = held_out_signal.task_losses(model, self.held_out, self.reference, self.reference_losses)
+        updates = (due[-1] - self.warmup_steps) // self.update_every - 1
+        held_out_signal.update_weights(model, self, losses, present, updates)
+        self.held_out_results = dict(zip(model.task_names, np.asarray(losses, "float64").tolist()))
+        if logs is not None:
+            logs.update(self._held_out_logs())
+
+    def _held_out_logs(self):
+        return {f"held_out/{name}": value for name, value in (self.held_out_results or {}).items()}
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update(self._held_out_logs())

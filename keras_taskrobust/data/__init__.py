@@ -9,3 +9,15 @@ from keras_taskrobust.data.task_mixture import mix_tasks
 from keras_taskrobust.data.task_mixture import stratified_counts
 from keras_taskrobust.data.task_mixture import task_probabilities
 from keras_taskrobust.data.task_mixture import with_task_ids
+
+__all__ = [
+    "DOMAINS",
+    "DigitDomains",
+    "load_domains",
+    "mix_tasks",
+    "render",
+    "stratified_counts",
+    "synthetic_tasks",
+    "task_probabilities",
+    "with_task_ids",
+]

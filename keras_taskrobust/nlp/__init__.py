@@ -21,3 +21,19 @@ from keras_taskrobust.nlp.pos_masked_lm_preprocessor import PosMaskedLMPreproces
 from keras_taskrobust.nlp.probing_tasks import section_task
 from keras_taskrobust.nlp.probing_tasks import word_order_task
 from keras_taskrobust.nlp.python_docs import load_python_docs
+
+__all__ = [
+    "DEFAULT_GROUPS",
+    "NO_GROUP",
+    "PartOfSpeechGrouper",
+    "PosMaskedLMPreprocessor",
+    "load_lexicon",
+    "load_python_docs",
+    "masked_eval_set",
+    "masked_lm_group_metrics",
+    "minilm_preset",
+    "python_docs_tokenizer",
+    "section_task",
+    "tiny_bert_masked_lm",
+    "word_order_task",
+]

@@ -4,11 +4,8 @@ import keras
 import keras_hub
 import numpy as np
 import tensorflow as tf
-from keras_hub.src.layers.preprocessing.masked_lm_mask_generator import MaskedLMMaskGenerator
-from keras_hub.src.tokenizers.word_piece_tokenizer import pretokenize_python
-from keras_hub.src.utils.tensor_utils import in_tf_function
-from keras_hub.src.utils.tensor_utils import preprocessing_function
 
+from keras_taskrobust import _keras_compat as compat
 from keras_taskrobust.nlp.part_of_speech_grouper import PartOfSpeechGrouper
 
 # The group id of positions that belong to no word: [CLS], [SEP], padding,
@@ -144,7 +141,7 @@ class PosMaskedLMPreprocessor(keras_hub.models.BertMaskedLMPreprocessor):
         super().build(input_shape)
         # The TF path always: masking runs inside `tf.data` and eagerly alike,
         # and its outputs are gathered with TF ops.
-        self.masker = MaskedLMMaskGenerator(
+        self.masker = compat.tf_masked_lm_mask_generator(
             mask_selection_rate=self.mask_selection_rate,
             mask_selection_length=self.mask_selection_length,
             mask_token_rate=self.mask_token_rate,
@@ -152,19 +149,13 @@ class PosMaskedLMPreprocessor(keras_hub.models.BertMaskedLMPreprocessor):
             vocabulary_size=self.tokenizer.vocabulary_size(),
             mask_token_id=self.tokenizer.mask_token_id,
             unselectable_token_ids=self.tokenizer.special_token_ids,
-            _allow_python_workflow=False,
         )
 
     # --- Stage 1: words, pieces and groups ----------------------------------
 
     def words(self, text):
         """The words of `text` as the tokenizer splits them."""
-        tokenizer = self.tokenizer
-        special = tokenizer._special_tokens_for_splitting() if hasattr(tokenizer, "_special_tokens_for_splitting") else None
-        return pretokenize_python(
-            text, tokenizer.lowercase, tokenizer.strip_accents, tokenizer.split,
-            tokenizer.split_on_cjk, special,
-        )
+        return compat.pretokenize(text, self.tokenizer)
 
     def _word_pieces(self, word):
         pieces = self._pieces.get(word)
@@ -229,7 +220,7 @@ class PosMaskedLMPreprocessor(keras_hub.models.BertMaskedLMPreprocessor):
 
     def call(self, x, y=None, sample_weight=None):
         if not isinstance(x, dict):
-            if in_tf_function():
+            if not tf.executing_eagerly():  # inside tf.data
                 raise ValueError(
                     "PosMaskedLMPreprocessor cannot group raw strings inside "
                     "tf.data (the grouper runs in Python). Tokenize first and "
@@ -245,7 +236,7 @@ class PosMaskedLMPreprocessor(keras_hub.models.BertMaskedLMPreprocessor):
             )
         return self._mask(x)
 
-    @preprocessing_function
+    @compat.preprocessing_function
     def _mask(self, x, y=None, sample_weight=None):
         token_ids = tf.cast(x["token_ids"], "int32")
         groups = tf.cast(x["token_groups"], "int32")

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from keras_taskrobust.callbacks.downstream_task import DownstreamTask
+from keras_taskrobust.downstream import DownstreamTask
 
 _BACKBONE_KEYS = ("token_ids", "segment_ids", "padding_mask")
 

@@ -10,6 +10,8 @@ dependencies (keras-hub, TFDS) load only when it runs.
 
 import importlib
 
+__all__ = ["DEFAULT_RECIPE", "RECIPES", "get"]
+
 # name: (module, what it does); listed without importing the modules.
 RECIPES = {
     "domains": (

@@ -23,7 +23,7 @@ import numpy as np
 from keras_taskrobust import MinimaxModel
 from keras_taskrobust import rules
 from keras_taskrobust.callbacks import DownstreamSuite
-from keras_taskrobust.callbacks import DownstreamTask
+from keras_taskrobust.downstream import DownstreamTask
 from keras_taskrobust.callbacks import MirrorDescent
 from keras_taskrobust.data import DOMAINS
 from keras_taskrobust.data import DigitDomains

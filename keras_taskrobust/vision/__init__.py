@@ -11,3 +11,17 @@ from keras_taskrobust.vision.recovery_loss import RecoveryLoss
 from keras_taskrobust.vision.recovery_target import RecoveryTarget
 from keras_taskrobust.vision.recovery_target import get as get_target
 from keras_taskrobust.vision.recovery_target import patchify
+
+__all__ = [
+    "GradientHistogramTarget",
+    "LowFrequencyTarget",
+    "MaskedImageModel",
+    "PatchMasking",
+    "PixelTarget",
+    "RecoveryLoss",
+    "RecoveryTarget",
+    "get_target",
+    "masked_image_dataset",
+    "patchify",
+    "random_patch_mask",
+]

@@ -1,10 +1,12 @@
-"""One downstream task on which `DownstreamSuite` measures transfer."""
+"""One downstream task on which a backbone's transfer is measured."""
 
 import re
 import sys
 
 import keras
 import numpy as np
+
+from keras_taskrobust import _keras_compat as compat
 
 MODES = ("linear_probe", "finetune")
 _DEFAULT_EPOCHS = {"linear_probe": 10, "finetune": 3}
@@ -14,9 +16,10 @@ _DEFAULT_LEARNING_RATE = {"linear_probe": 0.1, "finetune": 1e-4}
 class DownstreamTask:
     """A downstream task: data, a head, a metric and an adaptation mode.
 
-    `keras_taskrobust.callbacks.DownstreamSuite` adapts the current backbone
-    to each of its tasks and reports the metric. A task is adapted in one of
-    two modes:
+    `keras_taskrobust.downstream.evaluate_transfer` (and, during `fit`,
+    `keras_taskrobust.callbacks.DownstreamSuite`) adapts a backbone to each
+    of its tasks and reports the metric. A task is adapted in one of two
+    modes:
 
     - `"linear_probe"`: the backbone is frozen. Its features are extracted
       once per evaluation (inference mode, batched), standardised with the
@@ -251,7 +254,7 @@ class _TaskData:
             if hasattr(data, "__next__"):
                 raise TypeError(
                     f"DownstreamTask {task.name!r}: `{where}` is an iterator, "
-                    "which can be read only once; the suite reads the data at "
+                    "which can be read only once; the data are read at "
                     "every evaluation. Give arrays or a tf.data.Dataset."
                 )
             raise no_labels
@@ -378,7 +381,7 @@ def _metric_name(metric):
 def _metric_direction(metric):
     """`True` if higher is better, `False` if lower, `None` if unknown.
 
-    Keras metrics carry a `_direction` ("up" or "down"), which
+    Keras metrics carry a direction ("up" or "down"), which
     `EarlyStopping` also reads; a metric function maps to the class of the
     same name (`mean_absolute_error` -> `MeanAbsoluteError`).
     """
@@ -396,5 +399,5 @@ def _metric_direction(metric):
             candidate = keras.metrics.get(class_name) if class_name else None
         except (ValueError, TypeError):
             return None
-    direction = getattr(candidate, "_direction", None)
+    direction = compat.metric_direction(candidate)
     return {"up": True, "down": False}.get(direction)

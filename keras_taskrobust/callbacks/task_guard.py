@@ -1,0 +1,173 @@
+"""The callback that turns a `MinimaxModel` step's task vector into logs and stops on bad input."""
+
+import inspect
+import math
+import warnings
+
+import keras
+
+from keras_taskrobust import _keras_compat as compat
+from keras_taskrobust.metrics.task_losses import TASK_LOGS_KEY
+from keras_taskrobust.metrics.task_losses import count_invalid_ids
+from keras_taskrobust.metrics.task_losses import expand_task_logs
+
+
+def run_guarded(minimax, run, args, kwargs, training):
+    """Runs `fit` or `evaluate` (`run`, unbound from `minimax`'s parent) with a `TaskGuard`.
+
+    For `fit`, it first configures the training step: the `MirrorDescent`
+    among the callbacks (at most one) drives it for this `fit` only, and
+    the step outputs the per-task vector after each batch only if something
+    reads batch logs. The guard's error, if any, is raised after the loop
+    ends cleanly (so the model state is synced on every backend).
+    """
+    bound = inspect.signature(run).bind(*args, **kwargs)
+    callbacks = bound.arguments.get("callbacks")
+    if isinstance(callbacks, keras.callbacks.CallbackList):
+        # `fit` validating: its own callbacks already hold the guard.
+        return run(*bound.args, **bound.kwargs)
+    _check_distribution()
+    callbacks = list(callbacks or [])
+    guard = TaskGuard(minimax, callbacks)
+    bound.arguments["callbacks"] = [guard] + callbacks
+    if not training:
+        result = run(*bound.args, **bound.kwargs)
+    else:
+        # Imported here: MirrorDescent's held-out signal imports the models.
+        from keras_taskrobust.callbacks.mirror_descent import MirrorDescent
+
+        descents = [c for c in callbacks if isinstance(c, MirrorDescent)]
+        if len(descents) > 1:
+            raise ValueError(
+                f"{len(descents)} MirrorDescent callbacks were given to one `fit`; "
+                "the task weights follow one rule. Pass a single MirrorDescent."
+            )
+        guard.batch_logs = guard.reads_batches(bound.arguments.get("verbose", "auto"))
+        weighting = minimax.weighting
+        minimax.use_weighting(descents[0] if descents else None, guard.batch_logs)
+        try:
+            result = run(*bound.args, **bound.kwargs)
+        finally:
+            # The rule drives this `fit` only; the step traced for it is
+            # kept, and reused by the next `fit` with the same settings.
+            minimax.weighting = weighting
+    if guard.error is not None:
+        raise guard.error
+    return result
+
+
+def _check_distribution():
+    distribution = keras.distribution.distribution()
+    if distribution is not None and keras.backend.backend() != "jax":
+        # Keras implements keras.distribution on JAX only; elsewhere it
+        # would silently train on one device.
+        raise ValueError(
+            f"A keras.distribution ({type(distribution).__name__}) is set, but it "
+            f"distributes nothing on the {keras.backend.backend()} backend: Keras "
+            "implements it on JAX only. On TensorFlow, create and compile the "
+            "model under `tf.distribute.MirroredStrategy().scope()` (or "
+            "`MultiWorkerMirroredStrategy`); on torch, use a DDP training loop "
+            "(see guides/distributed_training.py). Or unset it with "
+            "`keras.distribution.set_distribution(None)`."
+        )
+
+
+@compat.async_safe
+class TaskGuard(keras.callbacks.Callback):
+    """Turns the step's internal logs into user logs; stops on bad input.
+
+    It is the first callback of every `MinimaxModel.fit` and `evaluate`: it
+    spreads the packed per-task vector into `loss/<task>`, `weight/<task>`
+    and `loss/worst` floats before the other callbacks see the logs. A
+    compiled step cannot raise, so the step counts the invalid task ids in
+    that vector; this callback stops the loop (so the model state is synced
+    on every backend) and `run_guarded` raises after. It holds the model
+    directly: `self.model` would sync JAX state each batch.
+
+    On JAX and torch the training step outputs the vector after every batch
+    only when something reads batch logs (the progress bar, a callback with
+    a batch-end hook, as Keras itself tells); otherwise only the epoch's
+    logs carry it, and invalid ids stop training at the end of the epoch.
+    A non-finite loss, which every batch's `loss` shows, stops it within
+    the epoch: a few batches late on JAX and torch, where Keras runs this
+    asynchronous-safe callback in a worker thread (reading the logs on the
+    loop's own thread would make each step wait for the previous one); on
+    TensorFlow, whose steps always output the vector, at the bad batch. The
+    warning names the tasks with a non-finite loss over the epoch. The task
+    weights stay finite either way: a step with a non-finite loss does not
+    change them.
+
+    Args:
+        minimax: the `MinimaxModel` being run.
+        callbacks: the user's other callbacks (to tell whether any reads
+            batch logs).
+    """
+
+    def __init__(self, minimax, callbacks):
+        super().__init__()
+        self.minimax = minimax
+        self.error = None
+        self.non_finite_batch = None
+        self.users_read_batches = compat.reads_batch_logs(callbacks)
+        self.batch_logs = True
+
+    def on_test_begin(self, logs=None):
+        self.batch_logs = self.reads_batches(self.params.get("verbose"))
+
+    def reads_batches(self, verbose):
+        """Whether anything reads the logs after each batch: a callback, or the progress bar."""
+        return self.users_read_batches or verbose in ("auto", 1)
+
+    def _expand(self, logs, prefix="", batch=False):
+        """Expands `logs` in place; True if they counted invalid task ids."""
+        if not logs:
+            return False
+        if batch and not self.batch_logs:
+            # Nobody reads the values (test steps, and TensorFlow's training
+            # steps, output them all the same): only the invalid ids count.
+            invalid = count_invalid_ids(logs.pop(TASK_LOGS_KEY, None), len(self.minimax.task_names))
+        else:
+            invalid = expand_task_logs(logs, self.minimax.task_names, prefix)
+        if invalid and self.error is None:
+            m = self.minimax
+            self.error = ValueError(
+                f"{invalid} task ids in x[{m.task_key!r}] are outside "
+                f"[0, {m.num_tasks}) for MinimaxModel with tasks {m.task_names}. "
+                "Map every id into that range or set `num_tasks` to the number "
+                "of tasks; give positions to ignore sample weight 0."
+            )
+        return invalid > 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._expand(logs, batch=True):
+            self.minimax.stop_training = True
+        if logs and "loss" in logs and not math.isfinite(float(logs["loss"])):
+            if self.non_finite_batch is None:
+                self.non_finite_batch = batch
+            self.minimax.stop_training = True
+
+    def on_test_batch_end(self, batch, logs=None):
+        if self._expand(logs, batch=True):
+            self.minimax.stop_evaluating = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        # The callbacks after this one, History and the progress bar see one
+        # float per task.
+        if self._expand(logs):
+            self.minimax.stop_training = True
+        self._expand(logs, "val_")
+        if self.non_finite_batch is not None:
+            names = self.minimax.task_names
+            bad = [name for name in names if not math.isfinite(logs.get(f"loss/{name}", 0.0))]
+            warnings.warn(
+                f"Non-finite loss for task(s) {bad or names} at batch "
+                f"{self.non_finite_batch} of epoch {epoch}: training stopped and "
+                "the task weights were left at their last finite values. Check "
+                "that task's data and labels, or lower the learning rate.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            self.non_finite_batch = None
+
+    def on_test_end(self, logs=None):
+        self._expand(logs)

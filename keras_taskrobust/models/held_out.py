@@ -1,0 +1,118 @@
+"""Task weights from held-out losses: measured outside the training step.
+
+Training losses of small tasks go to zero as the model memorises them, and
+a rule that follows them stops meaning anything (Sagawa et al., 2020).
+The losses of each task on a small held-out set do not: `MirrorDescent(...,
+held_out=data)` measures them every few steps, in inference mode and
+without touching the training gradients, and runs the rule on them.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_taskrobust.models import task_inputs
+
+
+def batches(data, batch_size=256):
+    """`(x, y, sample_weight)` batches of `data`, as the held-out signal takes it.
+
+    `data` is a tuple `(x, y)` or `(x, y, sample_weight)` of arrays (`x` a
+    dict holding the task ids, as in training), or a `tf.data.Dataset` of
+    such batches. A dataset is read once per measurement, so it must be
+    finite (no `repeat()`).
+    """
+    if isinstance(data, (tuple, list)):
+        if len(data) not in (2, 3):
+            raise ValueError(
+                "Held-out data must be (x, y) or (x, y, sample_weight), or a batched "
+                f"tf.data.Dataset of those; got a sequence of {len(data)} items."
+            )
+        x, y, sample_weight = (*data, None) if len(data) == 2 else data
+        size = len(keras.tree.flatten(y)[0])
+        for start in range(0, size, batch_size):
+            part = lambda t: keras.tree.map_structure(lambda a: a[start : start + batch_size], t)
+            yield part(x), part(y), None if sample_weight is None else part(sample_weight)
+        return
+    if not hasattr(data, "as_numpy_iterator"):
+        raise TypeError(
+            "Held-out data must be a tuple of arrays (x, y[, sample_weight]) or a batched "
+            f"tf.data.Dataset; got {type(data).__name__}."
+        )
+    for batch in data.as_numpy_iterator():
+        batch = tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
+        if len(batch) not in (2, 3):
+            raise ValueError("A held-out dataset must yield (x, y) or (x, y, sample_weight) batches.")
+        yield (*batch, None) if len(batch) == 2 else batch
+
+
+def task_losses(minimax, data, reference=None, reference_losses=None):
+    """Each task's mean loss on `data`, and which tasks it holds.
+
+    The model runs in inference mode; nothing is differentiated and no state
+    changes. With `reference` (a Keras model) or `reference_losses` (K
+    floats), the loss is the *excess* over the reference, clipped at 0
+    (DoReMi, Xie et al. 2023): per element over the reference model's loss
+    on the same example, or per task over the fixed reference loss.
+
+    Returns:
+        `(losses, present)`: NumPy `[K]` float and bool arrays.
+    """
+    k = minimax.num_tasks
+    if reference is not None and minimax.task_key is None:
+        raise ValueError(
+            "A reference model needs task ids in x (per example or per element); "
+            "with one task per output, give fixed `reference_losses` instead."
+        )
+    totals = np.zeros((k + 1, 3))
+    for x, y, sample_weight in batches(data):
+        y_pred = minimax(x, training=False)
+        split = minimax
+        if reference is not None:
+            ref_pred = reference(task_inputs.model_inputs(x, minimax.task_key), training=False)
+            split = _ExcessLoss(minimax, ref_pred)
+        totals += ops.convert_to_numpy(task_inputs.grouped_loss(split, x, y, y_pred, sample_weight).totals())
+    if totals[k, 2]:
+        raise ValueError(
+            f"{int(totals[k, 2])} task ids in the held-out data are outside [0, {k}) "
+            f"for MinimaxModel with tasks {minimax.task_names}."
+        )
+    counts = totals[:k, 1]
+    present = counts > 0
+    losses = np.where(present, totals[:k, 0] / np.maximum(counts, 1e-12), 0.0)
+    if reference_losses is not None:
+        losses = np.maximum(losses - np.asarray(reference_losses, "float64"), 0.0)
+    return losses, present
+
+
+class _ExcessLoss:
+    """A `MinimaxModel`'s task split, with its loss replaced by the clipped excess over `ref_pred`."""
+
+    def __init__(self, minimax, ref_pred):
+        self.task_key, self.num_tasks, self.task_names = minimax.task_key, minimax.num_tasks, minimax.task_names
+        per_element = task_inputs.unreduced(minimax.loss)
+        self.loss = lambda y, y_pred: ops.maximum(per_element(y, y_pred) - per_element(y, ref_pred), 0.0)
+
+
+def update_weights(minimax, descent, losses, present, updates):
+    """Runs `descent.rule` on held-out `losses` and writes the model's task state.
+
+    Args:
+        minimax: the `MinimaxModel` (reached through the callback's
+            `self.model`, so that JAX's training state is synced).
+        descent: the `MirrorDescent` whose rule runs.
+        losses, present: from `task_losses`.
+        updates: the number of held-out updates made before this one.
+
+    Returns:
+        The new weights, NumPy `[K]`.
+    """
+    losses = ops.convert_to_tensor(np.asarray(losses, "float32"))
+    present = ops.convert_to_tensor(present)
+    seen = ops.logical_and(present, updates > 0)  # the held-out set is fixed
+    estimates = descent.rule.estimate(minimax.held_out_losses.value, losses, present, seen)
+    extra = {"gram": None} if descent.rule.needs_gradients else {}
+    weights = descent.rule.update(minimax.task_weights.value, estimates, ops.convert_to_tensor(updates), **extra)
+    minimax.held_out_losses.assign(estimates)
+    minimax.task_weights.assign(weights)
+    return ops.convert_to_numpy(weights)
