@@ -14,11 +14,12 @@ def estimate(est, losses, present, seen, average=0.0):
     return new
 
 
-def exponentiated_gradient(w, losses, eta, adjustment=0.0, sizes=None):
+def exponentiated_gradient(w, losses, eta, adjustment=0.0, sizes=None, smoothing=0.0):
     if adjustment:
         losses = losses + adjustment / np.sqrt(np.asarray(sizes, float))
     w = w * np.exp(eta * losses)
-    return w / w.sum()
+    w = w / w.sum()
+    return (1 - smoothing) * w + smoothing / len(w)
 
 
 def softmax(losses, temperature):

@@ -28,6 +28,20 @@ def test_exponentiated_gradient(adjustment):
     np.testing.assert_allclose(_np(rule.update(W, L, 0)), expected, rtol=1e-5)
 
 
+@pytest.mark.parametrize("smoothing", [1e-3, 0.2])
+def test_exponentiated_gradient_smoothing_mixes_towards_uniform(smoothing):
+    rule = rules.ExponentiatedGradient(step_size=3.0, smoothing=smoothing)
+    w = W.copy()
+    expected = W.astype(float)
+    for _ in range(5):  # repeated: the weights stay above eps / K
+        w = _np(rule.update(w, L, 0)).astype("float32")
+        expected = reference.exponentiated_gradient(expected, L.astype(float), 3.0, smoothing=smoothing)
+    np.testing.assert_allclose(w, expected, rtol=1e-5)
+    assert w.min() >= smoothing / len(W) * (1 - 1e-6)
+    with pytest.raises(ValueError, match="smoothing"):
+        rules.ExponentiatedGradient(smoothing=1.0)
+
+
 def test_exponentiated_gradient_schedule():
     import keras
 

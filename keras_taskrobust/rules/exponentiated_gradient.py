@@ -18,7 +18,17 @@ class ExponentiatedGradient(WeightingRule):
 
     computed in log space, `w = softmax(log w + eta_t * (Lbar + C / sqrt(n)))`,
     with the losses shifted by their max, so the weights stay finite and on
-    the simplex for any finite loss.
+    the simplex for any finite loss. With `smoothing = eps > 0` each update
+    ends by mixing towards uniform weights, `w <- (1 - eps) w + eps / K`
+    (DoReMi, Xie et al. 2023).
+
+    Memory: the weights are the rule's memory, `log w_t = eta * sum_s L_s`
+    up to a constant: every past loss counts as much as the last one, so
+    the weights set by the first, large losses can take many updates to
+    undo (training losses that memorisation drives to zero stop moving
+    them at all). `smoothing` forgets geometrically, at rate `eps` per
+    update, and keeps every weight above `eps / K`, so that the weights can
+    move again when the losses change.
 
     Args:
         step_size: `eta`, a float or a
@@ -32,6 +42,8 @@ class ExponentiatedGradient(WeightingRule):
             list of K numbers. Required when `adjustment > 0`.
         average: decay of the running average of the group losses fed to
             the update (see `WeightingRule`). Defaults to `0.0`.
+        smoothing: `eps` in `[0, 1)`, the share of uniform weight mixed in
+            after each update. Defaults to `0.0` (off).
 
     Example:
 
@@ -42,8 +54,13 @@ class ExponentiatedGradient(WeightingRule):
     [0.25, 0.75]
     """
 
-    def __init__(self, step_size=0.01, adjustment=0.0, task_sizes=None, average=0.0):
+    def __init__(self, step_size=0.01, adjustment=0.0, task_sizes=None, average=0.0, smoothing=0.0):
         super().__init__(average=average)
+        if not 0.0 <= smoothing < 1.0:
+            raise ValueError(
+                f"`smoothing` must be in [0, 1); got {smoothing}. It is the share "
+                "of uniform weight mixed in after each update (0 = off)."
+            )
         if adjustment and task_sizes is None:
             raise ValueError(
                 "ExponentiatedGradient(adjustment=...) needs `task_sizes`, the "
@@ -55,6 +72,7 @@ class ExponentiatedGradient(WeightingRule):
         self.step_size = step_size
         self.adjustment = float(adjustment)
         self.task_sizes = None if task_sizes is None else list(task_sizes)
+        self.smoothing = float(smoothing)
 
     def update(self, weights, estimates, step):
         eta = resolve_schedule(self.step_size, step)
@@ -64,12 +82,16 @@ class ExponentiatedGradient(WeightingRule):
             losses = losses + self.adjustment / ops.sqrt(sizes)
         # Softmax ignores a common shift; shifting by the max first keeps
         # eta * losses from overflowing when the losses are huge.
-        return ops.softmax(log_simplex(weights) + eta * (losses - ops.max(losses)))
+        weights = ops.softmax(log_simplex(weights) + eta * (losses - ops.max(losses)))
+        if self.smoothing:
+            weights = (1.0 - self.smoothing) * weights + self.smoothing / weights.shape[0]
+        return weights
 
     def get_config(self):
         return {
             "step_size": self.step_size,
             "adjustment": self.adjustment,
             "task_sizes": self.task_sizes,
+            "smoothing": self.smoothing,
             **super().get_config(),
         }

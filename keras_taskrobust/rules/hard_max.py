@@ -11,6 +11,9 @@ class HardMax(WeightingRule):
     The objective is `max_k L_k`, the limit of `Softmax` as its temperature
     goes to 0. Tied worst tasks share the weight equally.
 
+    Memory: none beyond the running average of the losses (`average`):
+    all the weight goes to the worst current estimate.
+
     Args:
         average: decay of the running average `Lbar` of the group losses
             (see `WeightingRule`). Averaging steadies the argmax when the

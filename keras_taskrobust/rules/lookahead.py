@@ -64,6 +64,11 @@ class Lookahead(WeightingRule):
       layers keep the examples apart (no batch normalisation in training
       mode), which `fit` checks once as it begins.
 
+    Memory: each update starts its inner iterations from the current
+    weights and moves them a share `inner_step_size` per iteration towards
+    the solution for the current estimates and `G`, so the weights forget
+    geometrically; plus the running average of the losses (`average`).
+
     Args:
         learning_rate: `lr`, the step size of the anticipated update. Defaults
             to `1.0`.

@@ -14,6 +14,9 @@ class Softmax(WeightingRule):
     `temperature -> 0` gives the hard max (all weight on the worst task),
     `temperature -> inf` the uniform weights (the average loss).
 
+    Memory: none beyond the running average of the losses (`average`):
+    the weights are a function of the current estimates alone.
+
     Args:
         temperature: positive float. Defaults to `1.0`.
         average: decay of the running average `Lbar` of the group losses

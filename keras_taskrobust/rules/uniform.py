@@ -12,6 +12,8 @@ class Uniform(WeightingRule):
     baseline against which a robust rule is compared, with the same callback
     and logging.
 
+    Memory: none; the weights never move.
+
     Example:
 
     >>> import numpy as np

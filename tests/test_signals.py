@@ -1,0 +1,116 @@
+"""The rules' signal: held-out losses and the excess over a reference, against NumPy through `fit`."""
+
+import numpy as np
+import pytest
+
+import keras
+import reference
+from keras_taskrobust import MinimaxModel
+from keras_taskrobust import rules
+from keras_taskrobust.callbacks import MirrorDescent
+
+K, N, BATCH = 3, 48, 8
+ETA = 0.5
+
+
+def data(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(N, 4)).astype("float32")
+    ids = (np.arange(N) % K).astype("int32")
+    # Task k's targets are noisier by k: different losses per task.
+    y = (x[:, :1] + (1 + ids[:, None]) * rng.normal(size=(N, 1))).astype("float32")
+    return {"x": x, "task_id": ids}, y
+
+
+def new_model(learning_rate=0.0):
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model = MinimaxModel(net, task_names=["a", "b", "c"])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate), loss="mse")
+    return model
+
+
+def numpy_task_losses(model, x, y, reference_pred=None):
+    kernel, bias = model.model.layers[0].get_weights()
+    per_element = ((x["x"] @ kernel + bias - y) ** 2).mean(axis=1)
+    if reference_pred is not None:
+        per_element = np.maximum(per_element - ((reference_pred - y) ** 2).mean(axis=1), 0)
+    return np.array([per_element[x["task_id"] == k].mean() for k in range(K)])
+
+
+@pytest.fixture(scope="module")
+def model():
+    return new_model()
+
+
+def test_held_out_losses_drive_the_rule(model):
+    x, y = data(0)
+    held_x, held_y = data(1)
+    descent = MirrorDescent(rules.ExponentiatedGradient(step_size=ETA), update_every=2, warmup_steps=1,
+                            held_out=(held_x, held_y))
+    start = model.task_weights.numpy().copy()
+    history = model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0, callbacks=[descent])
+    # Learning rate 0: the model, and so its held-out losses, stay put.
+    losses = numpy_task_losses(model, held_x, held_y)
+    steps = 2 * N // BATCH
+    updates = len([s for s in range(1, steps + 1) if s > 1 and (s - 1) % 2 == 0])
+    expected = start.astype(float)
+    for _ in range(updates):
+        expected = reference.exponentiated_gradient(expected, losses, ETA)
+    np.testing.assert_allclose(model.task_weights.numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(model.held_out_losses.numpy(), losses, rtol=1e-5)
+    for k, name in enumerate("abc"):
+        assert history.history[f"held_out/{name}"][-1] == pytest.approx(losses[k], rel=1e-5)
+    # The training step left the weights alone: only the held-out updates moved them.
+    assert history.history["weight/c"][-1] == pytest.approx(expected[2], rel=1e-5)
+
+
+def test_reference_losses_give_the_rule_the_clipped_excess():
+    model = new_model()
+    x, y = data(0)
+    losses = numpy_task_losses(model, x, y)
+    ref = [losses[0] + 1.0, losses[1] * 0.5, losses[2] * 0.9]  # task a: no excess at all
+    rule = rules.ExponentiatedGradient(step_size=ETA)
+    model.fit(x, y, batch_size=N, epochs=3, shuffle=False, verbose=0,
+              callbacks=[MirrorDescent(rule, reference_losses=ref)])
+    expected = np.full(K, 1 / K)
+    for _ in range(3):
+        expected = reference.exponentiated_gradient(expected, np.maximum(losses - ref, 0), ETA)
+    np.testing.assert_allclose(model.task_weights.numpy(), expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="one per task"):
+        model.fit(x, y, batch_size=N, verbose=0, callbacks=[MirrorDescent(rule, reference_losses=[1.0])])
+
+
+def test_a_reference_model_gives_the_per_element_excess_on_held_out_data():
+    model = new_model()
+    x, y = data(0)
+    held_x, held_y = data(1)
+    keras.utils.set_random_seed(1)
+    ref = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    descent = MirrorDescent(rules.ExponentiatedGradient(step_size=ETA), update_every=N // BATCH,
+                            held_out=(held_x, held_y), reference=ref)
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[descent])
+    excess = numpy_task_losses(model, held_x, held_y, ref.predict(held_x["x"], verbose=0))
+    expected = reference.exponentiated_gradient(np.full(K, 1 / K), excess, ETA)
+    np.testing.assert_allclose(model.task_weights.numpy(), expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="held_out"):
+        MirrorDescent(reference=ref)
+    with pytest.raises(ValueError, match="task gradients"):
+        MirrorDescent(rules.Lookahead(), held_out=(held_x, held_y))
+
+
+def test_held_out_weights_resume_on_the_same_trajectory(tmp_path):
+    x, y = data(0)
+    held_out = data(1)
+    callback = lambda: MirrorDescent(rules.ExponentiatedGradient(step_size=ETA), update_every=4, held_out=held_out)
+    fit = lambda model, epochs: model.fit(x, y, batch_size=BATCH, epochs=epochs, shuffle=False, verbose=0,
+                                          callbacks=[callback()])
+    straight = new_model(learning_rate=0.05)
+    fit(straight, 2)
+    resumed = new_model(learning_rate=0.05)
+    fit(resumed, 1)
+    resumed.save(tmp_path / "model.keras")
+    resumed = keras.models.load_model(tmp_path / "model.keras")
+    fit(resumed, 1)
+    for name in ("task_weights", "held_out_losses", "task_step"):
+        np.testing.assert_allclose(getattr(resumed, name).numpy(), getattr(straight, name).numpy(), rtol=1e-5)
