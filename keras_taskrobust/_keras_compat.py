@@ -169,6 +169,43 @@ class FirstShardBuild:
         return super()._maybe_symbolic_build(data_batch=data_batch)
 
 
+_internal("LossScaleOptimizer's non-finite handlers",
+          lambda: all(hasattr(keras.optimizers.LossScaleOptimizer, name) for name in
+                      ("_stateful_handle_non_finite_grads", "_stateless_handle_non_finite_grads")))
+
+
+@keras.saving.register_keras_serializable(package="keras_taskrobust")
+class SkipNonFiniteSteps(keras.optimizers.LossScaleOptimizer):
+    """Applies `inner_optimizer`'s update only when every gradient is finite.
+
+    A step whose gradients hold a NaN or an infinity leaves the weights and
+    the optimizer's state exactly as they were, as optax's `apply_if_finite`
+    does. Keras' `LossScaleOptimizer` already skips such steps, on every
+    backend and under `tf.distribute`; with its scale held at 1 (the loss
+    and gradients are multiplied and divided by exactly 1.0) and its
+    non-finite handlers no longer halving the scale, skipping is all it does.
+    """
+
+    def __init__(self, inner_optimizer, name=None, **kwargs):
+        kwargs.pop("initial_scale", None)
+        kwargs.pop("dynamic_growth_steps", None)
+        super().__init__(inner_optimizer, initial_scale=1.0, dynamic_growth_steps=2**31 - 1, name=name, **kwargs)
+
+    def _stateful_handle_non_finite_grads(self):
+        pass
+
+    def _stateless_handle_non_finite_grads(self, optimizer_variables, trainable_variables):
+        return trainable_variables, list(optimizer_variables)
+
+
+def skipping_non_finite(optimizer):
+    """`optimizer` wrapped so that non-finite steps change nothing (a loss-scale optimizer already skips them)."""
+    optimizer = keras.optimizers.get(optimizer)
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return optimizer
+    return SkipNonFiniteSteps(optimizer)
+
+
 # --- TensorFlow, torch and keras-hub ----------------------------------------
 
 

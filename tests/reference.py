@@ -61,3 +61,10 @@ def lookahead(w, losses, gram, lr, entropy, temperature, steps, damping):
         w = w * np.exp(-(damping / entropy) * gradient)
         w = w / w.sum()
     return w
+
+
+def keep_unseen(old, new, known):
+    """Tasks not seen yet keep their weight; the seen ones share the rest, in proportion to `new`."""
+    out = old.copy()
+    out[known] = new[known] / new[known].sum() * (1.0 - old[~known].sum())
+    return out

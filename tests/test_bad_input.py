@@ -127,3 +127,62 @@ def test_missing_loss(data):
     model.compile(optimizer="sgd")
     with pytest.raises(ValueError, match=r"compile\(loss=...\)"):
         model.fit({"x": x, "task_id": ids}, y, verbose=0)
+
+
+def test_a_task_not_seen_yet_keeps_its_weight(data):
+    """Ids only in {0, 1} with K = 3: task 2 neither gains nor loses weight."""
+    x, y, ids = data
+    only_two = ids % 2
+    for rule in (rules.ExponentiatedGradient(step_size=0.5), rules.Softmax(temperature=0.1), rules.HardMax()):
+        model = MinimaxModel(linear(), num_tasks=K)
+        model.compile(optimizer="sgd", loss="mse")
+        model.fit({"x": x, "task_id": only_two}, y, batch_size=BATCH, epochs=1, verbose=0,
+                  callbacks=[MirrorDescent(rule)])
+        weights = model.task_weights.numpy()
+        assert weights[2] == pytest.approx(1 / K, abs=1e-6), rule
+        assert weights.sum() == pytest.approx(1.0, abs=1e-6)
+        assert weights[0] != pytest.approx(weights[1], abs=1e-3)  # the seen tasks did move
+
+
+def test_two_mirror_descents_in_one_fit_raise(model, data):
+    x, y, ids = data
+    steps = int(model.task_step.numpy())
+    with pytest.raises(ValueError, match="2 MirrorDescent callbacks were given to one `fit`"):
+        model.fit({"x": x, "task_id": ids}, y, batch_size=BATCH, verbose=0,
+                  callbacks=[MirrorDescent(), MirrorDescent(rules.HardMax())])
+    assert int(model.task_step.numpy()) == steps  # refused before any step
+
+
+@pytest.mark.parametrize("num_tasks", [2.5, 0, -1, True])
+def test_num_tasks_must_be_a_whole_number(num_tasks):
+    with pytest.raises(ValueError, match="`num_tasks` must be a whole number >= 1"):
+        MinimaxModel(linear(), num_tasks=num_tasks)
+
+
+def test_backup_and_restore_with_an_integer_save_freq_is_refused(model, data, tmp_path):
+    x, y, ids = data
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"), save_freq=2)
+    with pytest.raises(ValueError, match=r"BackupAndRestore\(save_freq=2\) cannot resume a MinimaxModel"):
+        model.fit({"x": x, "task_id": ids}, y, batch_size=BATCH, verbose=0, callbacks=[backup])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_non_finite_step_changes_nothing(data, bad):
+    """The model's weights, the optimizer's state and the task state are kept exactly."""
+    x, y, ids = data
+    model = MinimaxModel(linear(), task_names=["a", "b", "c"])
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    callbacks = lambda: [MirrorDescent(rules.ExponentiatedGradient(step_size=1.0))]
+    model.fit({"x": x[:BATCH], "task_id": ids[:BATCH]}, y[:BATCH], batch_size=BATCH, verbose=0,
+              callbacks=callbacks())  # a finite step first: the optimizer has state
+    state = lambda: [v.numpy().copy() for v in model.weights + model.optimizer.variables]
+    before = state()
+    bad_y = y[BATCH : 2 * BATCH].copy()
+    bad_y[ids[BATCH : 2 * BATCH] == 2] = bad
+    with pytest.warns(RuntimeWarning, match=r"Non-finite loss for task\(s\) \['c'\]"):
+        model.fit({"x": x[BATCH : 2 * BATCH], "task_id": ids[BATCH : 2 * BATCH]}, bad_y, batch_size=BATCH,
+                  verbose=0, callbacks=callbacks())
+    for old, new in zip(before, state()):
+        np.testing.assert_array_equal(new, old)
+    # A compiled model: the wrapper keeps the optimizer's settings and saves with the model.
+    assert model.optimizer.learning_rate.numpy() == pytest.approx(0.01)

@@ -67,6 +67,7 @@ def reference_trajectory(rule_name, per_step_losses, per_step_counts):
         present = counts > 0
         est = reference.estimate(est, losses, present, seen, rule.average)
         seen = seen | present
+        old = w
         if step < warmup:
             w = np.full(K, 1.0 / K)
         elif (step - warmup) % every == 0:
@@ -80,6 +81,7 @@ def reference_trajectory(rule_name, per_step_losses, per_step_counts):
                 w = reference.hard_max(est)
             else:
                 w = np.full(K, 1.0 / K)
+        w = reference.keep_unseen(old, w, seen)  # a task not seen yet keeps its weight
         trajectory.append(w)
     return np.array(trajectory)
 

@@ -8,7 +8,7 @@ import keras
 
 from keras_taskrobust import _keras_compat as compat
 from keras_taskrobust.metrics.task_losses import TASK_LOGS_KEY
-from keras_taskrobust.metrics.task_losses import count_invalid_ids
+from keras_taskrobust.metrics.task_losses import count_rejected
 from keras_taskrobust.metrics.task_losses import expand_task_logs
 
 
@@ -37,6 +37,15 @@ def run_guarded(minimax, run, args, kwargs, training):
         from keras_taskrobust.callbacks.mirror_descent import MirrorDescent
 
         descents = [c for c in callbacks if isinstance(c, MirrorDescent)]
+        for callback in callbacks:
+            save_freq = getattr(callback, "save_freq", None)
+            if isinstance(callback, keras.callbacks.BackupAndRestore) and type(save_freq) is int:
+                raise ValueError(
+                    f"BackupAndRestore(save_freq={save_freq}) cannot resume a MinimaxModel: "
+                    "Keras restores mid-epoch weights but replays the epoch from its first "
+                    "batch, so the task weights, step and loss estimates would drift from an "
+                    "uninterrupted run. Use BackupAndRestore(save_freq='epoch')."
+                )
         if len(descents) > 1:
             raise ValueError(
                 f"{len(descents)} MirrorDescent callbacks were given to one `fit`; "
@@ -93,9 +102,10 @@ class TaskGuard(keras.callbacks.Callback):
     asynchronous-safe callback in a worker thread (reading the logs on the
     loop's own thread would make each step wait for the previous one); on
     TensorFlow, whose steps always output the vector, at the bad batch. The
-    warning names the tasks with a non-finite loss over the epoch. The task
-    weights stay finite either way: a step with a non-finite loss does not
-    change them.
+    warning names the tasks with a non-finite loss over the epoch and counts
+    the non-finite steps; none of them changed anything (`MinimaxModel`'s
+    optimizer skips a step whose gradients are not finite, and its step
+    keeps the task state).
 
     Args:
         minimax: the `MinimaxModel` being run.
@@ -108,6 +118,7 @@ class TaskGuard(keras.callbacks.Callback):
         self.minimax = minimax
         self.error = None
         self.non_finite_batch = None
+        self.non_finite_steps = 0
         self.users_read_batches = compat.reads_batch_logs(callbacks)
         self.batch_logs = True
 
@@ -119,24 +130,31 @@ class TaskGuard(keras.callbacks.Callback):
         return self.users_read_batches or verbose in ("auto", 1)
 
     def _expand(self, logs, prefix="", batch=False):
-        """Expands `logs` in place; True if they counted invalid task ids."""
+        """Expands `logs` in place; True if they counted bad ids or sample weights."""
         if not logs:
             return False
+        m = self.minimax
+        bad_ids, negative = count_rejected(logs.get(prefix + TASK_LOGS_KEY), m.num_tasks)
         if batch and not self.batch_logs:
             # Nobody reads the values (test steps, and TensorFlow's training
-            # steps, output them all the same): only the invalid ids count.
-            invalid = count_invalid_ids(logs.pop(TASK_LOGS_KEY, None), len(self.minimax.task_names))
+            # steps, output them all the same): only the bad elements count.
+            logs.pop(TASK_LOGS_KEY, None)
         else:
-            invalid = expand_task_logs(logs, self.minimax.task_names, prefix)
-        if invalid and self.error is None:
-            m = self.minimax
+            expand_task_logs(logs, m.task_names, prefix)
+        if negative and self.error is None:
             self.error = ValueError(
-                f"{invalid} task ids in x[{m.task_key!r}] are outside "
+                f"{negative} sample weights are negative (MinimaxModel with tasks "
+                f"{m.task_names}): sample weights must be >= 0; give positions to "
+                "ignore weight 0."
+            )
+        elif bad_ids and self.error is None:
+            self.error = ValueError(
+                f"{bad_ids} task ids in x[{m.task_key!r}] are outside "
                 f"[0, {m.num_tasks}) for MinimaxModel with tasks {m.task_names}. "
                 "Map every id into that range or set `num_tasks` to the number "
                 "of tasks; give positions to ignore sample weight 0."
             )
-        return invalid > 0
+        return bad_ids + negative > 0
 
     def on_train_batch_end(self, batch, logs=None):
         if self._expand(logs, batch=True):
@@ -144,6 +162,7 @@ class TaskGuard(keras.callbacks.Callback):
         if logs and "loss" in logs and not math.isfinite(float(logs["loss"])):
             if self.non_finite_batch is None:
                 self.non_finite_batch = batch
+            self.non_finite_steps += 1
             self.minimax.stop_training = True
 
     def on_test_batch_end(self, batch, logs=None):
@@ -159,15 +178,18 @@ class TaskGuard(keras.callbacks.Callback):
         if self.non_finite_batch is not None:
             names = self.minimax.task_names
             bad = [name for name in names if not math.isfinite(logs.get(f"loss/{name}", 0.0))]
+            steps = self.non_finite_steps
             warnings.warn(
                 f"Non-finite loss for task(s) {bad or names} at batch "
-                f"{self.non_finite_batch} of epoch {epoch}: training stopped and "
-                "the task weights were left at their last finite values. Check "
-                "that task's data and labels, or lower the learning rate.",
+                f"{self.non_finite_batch} of epoch {epoch}: training stopped. "
+                f"{'That step' if steps == 1 else f'Each of those {steps} steps'} changed "
+                "nothing (model weights, optimizer state and task state were kept). "
+                "Check that task's data and labels, or lower the learning rate.",
                 RuntimeWarning,
                 stacklevel=2,
             )
             self.non_finite_batch = None
+            self.non_finite_steps = 0
 
     def on_test_end(self, logs=None):
         self._expand(logs)

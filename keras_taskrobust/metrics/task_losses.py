@@ -89,11 +89,16 @@ def expand_task_logs(logs, task_names, prefix=""):
     return int(totals[k, 2])
 
 
-def count_invalid_ids(values, num_tasks):
-    """The count of out-of-range task ids in a packed task vector (or `None`)."""
+def count_rejected(values, num_tasks):
+    """`(out-of-range task ids, negative sample weights)` counted in a packed task vector (or `None`).
+
+    Both kinds of element are left out of every task: row K of the totals
+    counts them all in its last column, the negative weights in its first.
+    """
     if values is None:
-        return 0
-    return int(_unpack(values, num_tasks)[0][num_tasks, 2])
+        return 0, 0
+    row = _unpack(values, num_tasks)[0][num_tasks]
+    return int(row[2] - row[0]), int(row[0])
 
 
 def _unpack(values, num_tasks):

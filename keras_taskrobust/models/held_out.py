@@ -12,6 +12,7 @@ import numpy as np
 from keras import ops
 
 from keras_taskrobust.models import task_inputs
+from keras_taskrobust.rules.weighting_rule import keep_unseen_weights
 
 
 def batches(data, batch_size=256):
@@ -112,7 +113,9 @@ def update_weights(minimax, descent, losses, present, updates):
     seen = ops.logical_and(present, updates > 0)  # the held-out set is fixed
     estimates = descent.rule.estimate(minimax.held_out_losses.value, losses, present, seen)
     extra = {"gram": None} if descent.rule.needs_gradients else {}
-    weights = descent.rule.update(minimax.task_weights.value, estimates, ops.convert_to_tensor(updates), **extra)
+    weights = minimax.task_weights.value
+    proposed = descent.rule.update(weights, estimates, ops.convert_to_tensor(updates), **extra)
+    weights = keep_unseen_weights(weights, proposed, present)
     minimax.held_out_losses.assign(estimates)
     minimax.task_weights.assign(weights)
     return ops.convert_to_numpy(weights)

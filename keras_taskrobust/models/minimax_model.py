@@ -12,6 +12,7 @@ from keras_taskrobust.metrics.task_losses import expand_task_logs
 from keras_taskrobust.models import task_inputs
 from keras_taskrobust.models.task_gram import TaskGram
 from keras_taskrobust.rules.weighting_rule import WeightingRule
+from keras_taskrobust.rules.weighting_rule import keep_unseen_weights
 
 
 @keras.saving.register_keras_serializable(package="keras_taskrobust")
@@ -108,22 +109,23 @@ class MinimaxModel(compat.FirstShardBuild, keras.Model):
         self.held_out_losses = self.add_weight(shape=(k,), initializer="zeros", name="held_out_losses", **state)
         self.task_losses = TaskLosses(self.task_names)
 
-        # === What the training step traces ===
-        # The `MirrorDescent` in force (set for one `fit`, see `use_weighting`)
-        # and whether the step outputs the per-task vector after each batch.
-        # Untracked attributes: they are settings, not state.
+        # === What the training step traces (settings, untracked) ===
+        # The `MirrorDescent` in force (see `use_weighting`); whether the step
+        # outputs the per-task vector after each batch.
         self.__dict__.update(weighting=None, batch_task_logs=True, task_gram=TaskGram(self), _traced=None)
         # A wrapper of a built model is built (BackupAndRestore needs it).
         self.built = model.built
 
-    def __call__(self, inputs, training=None, **kwargs):
-        # The training step of a built wrapper calls `call` directly: the
-        # wrapped model's own `__call__` converts, builds and sets the training
-        # context, and the wrapper has no weights, masks or dtype policy of its
-        # own (benchmarks/RESULTS.md, "The training step itself").
-        if training is True and self.built and not kwargs:
-            return self.call(inputs, training=True)
-        return super().__call__(inputs, training=training, **kwargs)
+    def compile(self, optimizer="rmsprop", *args, **kwargs):
+        # A step with a non-finite gradient changes no weight and no optimizer state.
+        optimizer = None if optimizer is None else compat.skipping_non_finite(optimizer)
+        super().compile(optimizer, *args, **kwargs)
+
+    def compile_from_config(self, config):
+        # What Keras does, which it skips for a model with its own `compile`.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
 
     def call(self, inputs, training=None):
         backend.note_forward()
@@ -163,10 +165,9 @@ class MinimaxModel(compat.FirstShardBuild, keras.Model):
             self.make_train_function(force=True)
 
     def _step_settings(self):
-        descent = self.weighting
-        rule = None
-        if descent is not None:
-            rule = (type(descent.rule), repr(descent.rule.get_config()), descent.update_every, descent.warmup_steps)
+        d = self.weighting  # what the step reads of it, below
+        rule = d and (type(d.rule), repr(d.rule.get_config()), d.update_every, d.warmup_steps, d.held_out is None,
+                      d.reference_losses)
         return rule, self.batch_task_logs
 
     def make_train_function(self, force=False):
@@ -194,9 +195,8 @@ class MinimaxModel(compat.FirstShardBuild, keras.Model):
         finite = ops.isfinite(ops.sum(sums))  # absent tasks add 0
 
         # Read, not copied: the step computes the new values before it writes
-        # the variables, and the loss below uses those new tensors, not the
-        # variables' storage (torch forbids writing a tensor that the
-        # backward pass needs).
+        # the variables, and the loss below uses those new tensors (torch
+        # forbids writing a tensor that the backward pass needs).
         weights, estimates = self.task_weights.value, self.loss_estimates.value
         if training:
             rule = self.weighting and self.weighting.rule
@@ -250,14 +250,15 @@ class MinimaxModel(compat.FirstShardBuild, keras.Model):
                 proposed = rule.update(weights, new_estimates, updates // descent.update_every, **extra)
                 uniform = ops.ones_like(weights) / float(self.num_tasks)
                 new_weights = ops.where(due, proposed, ops.where(warm, weights, uniform))
-        # A non-finite loss changes nothing: the weights stay finite and the
-        # fit guard stops training, naming the task.
+            new_weights = keep_unseen_weights(weights, new_weights, present | seen)
+        # A non-finite loss changes no task state; the fit guard stops
+        # training, naming the task.
         new_weights = ops.where(finite, new_weights, weights)
         new_estimates = ops.where(finite, new_estimates, estimates)
         self.task_weights.assign(new_weights)
         self.loss_estimates.assign(new_estimates)
-        self.task_counts.assign_add(counts)
-        self.task_step.assign(step + 1)
+        self.task_counts.assign_add(ops.where(finite, counts, 0.0))
+        self.task_step.assign(ops.where(finite, step + 1, step))
         return new_weights, new_estimates
 
     # --- Logs, fit and evaluate -------------------------------------------------
@@ -294,6 +295,5 @@ class MinimaxModel(compat.FirstShardBuild, keras.Model):
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        config["model"] = keras.saving.deserialize_keras_object(config["model"], custom_objects=custom_objects)
+        config = {**config, "model": keras.saving.deserialize_keras_object(config["model"], custom_objects)}
         return cls(**config)

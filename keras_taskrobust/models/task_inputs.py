@@ -66,12 +66,12 @@ def grouped_loss(minimax, x, y, y_pred, sample_weight, example_mask=None):
             "for one task per output pass `task_key=None`."
         )
     ids = task_ids(x, minimax.task_key, minimax.num_tasks)
-    losses = unreduced(minimax.loss)(y, y_pred)
+    losses = unreduced(minimax.loss)(masked_labels(y, sample_weight), y_pred)
     return task_groups.ByTaskId(losses, ids, sample_weight, minimax.num_tasks, example_mask)
 
 
 def task_ids(x, task_key, num_tasks):
-    """`x[task_key]`, checked to be integers."""
+    """`x[task_key]`, checked to be integers, as int32 (or int64, see `task_groups.as_index`)."""
     if not isinstance(x, dict) or task_key not in x:
         raise missing_key_error(x, task_key)
     ids = x[task_key]
@@ -82,7 +82,36 @@ def task_ids(x, task_key, num_tasks):
             f"got dtype {dtype}. Cast them, e.g. `ids.astype('int32')` or "
             "`tf.cast(ids, 'int32')`."
         )
-    return ids
+    return task_groups.as_index(ids)
+
+
+def masked_labels(y, sample_weight):
+    """`y` with 0 wherever the sample weight is not positive (float labels only).
+
+    A label that the user masks out (weight 0: padding, an ignored example)
+    may hold a NaN. Its loss is left out of every sum, but the loss's
+    gradient there is 0 * NaN = NaN, which would reach the model's weights:
+    the label is replaced before the loss is computed (the first `where` of
+    a "double where"; `task_groups` selects the loss values before it weighs
+    them). Labels whose shape does not start with the weights' (a per-element
+    weight of a loss that is not aligned with its labels) stay as they are.
+    """
+    if sample_weight is None or isinstance(sample_weight, (dict, list, tuple)) or not hasattr(y, "dtype"):
+        return y
+    if "float" not in keras.backend.standardize_dtype(y.dtype):
+        return y  # no NaN in an integer label
+    if not hasattr(sample_weight, "shape"):
+        sample_weight = ops.convert_to_tensor(sample_weight)
+    label_shape, weight_shape = tuple(y.shape), tuple(sample_weight.shape)
+    rank = len(weight_shape)
+    if rank > len(label_shape) or any(
+        a is not None and b is not None and a != b for a, b in zip(weight_shape, label_shape)
+    ):
+        return y
+    keep = sample_weight > 0
+    for _ in range(len(label_shape) - rank):
+        keep = ops.expand_dims(keep, -1)
+    return ops.where(keep, y, 0.0)
 
 
 def missing_key_error(x, task_key):
@@ -127,8 +156,9 @@ def _by_output(minimax, y, y_pred, sample_weight, example_mask):
     losses, weights = [], []
     for k, name in enumerate(outputs):
         loss_fn = unreduced(pick(loss, name, k) if isinstance(loss, (dict, list, tuple)) else loss)
-        losses.append(loss_fn(pick(y, name, k), pick(y_pred, name, k)))
-        weights.append(None if sample_weight is None else pick(sample_weight, name, k))
+        weight = None if sample_weight is None else pick(sample_weight, name, k)
+        losses.append(loss_fn(masked_labels(pick(y, name, k), weight), pick(y_pred, name, k)))
+        weights.append(weight)
     return task_groups.ByOutput(losses, weights, example_mask)
 
 

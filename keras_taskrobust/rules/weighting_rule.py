@@ -13,8 +13,9 @@ class WeightingRule:
     - `estimate(estimates, losses, present, seen)`: folds this batch's group
       losses into the running loss estimate of every task. A task absent from
       the batch keeps its last estimate; a task never seen yet takes the mean
-      estimate of the tasks seen so far, so that it neither gains nor loses
-      weight before its first batch (a fake zero loss would drag it down).
+      estimate of the tasks seen so far (a fake zero loss would drag it
+      down), and `MinimaxModel` keeps its weight as it is until its first
+      batch (`keep_unseen_weights`): it neither gains nor loses weight.
     - `update(weights, estimates, step)`: returns the new weights from the
       current ones and the loss estimates. `step` counts the updates made so
       far and feeds step-size schedules.
@@ -89,3 +90,21 @@ def log_simplex(weights):
     """`log(weights)`, clamped so that a weight that underflowed can recover."""
     tiny = float(keras.backend.epsilon()) ** 4  # 1e-28, still a normal float32
     return ops.log(ops.maximum(weights, tiny))
+
+
+def keep_unseen_weights(weights, new_weights, known):
+    """Keeps the weight of every task not yet seen; the others share the rest.
+
+    Args:
+        weights: float tensor `[K]`, the weights before the update.
+        new_weights: float tensor `[K]`, the rule's new weights.
+        known: bool tensor `[K]`, the tasks seen so far (this batch included).
+
+    Returns:
+        `new_weights` on the known tasks, rescaled to sum to what the unknown
+        tasks do not hold, and `weights` on the unknown ones.
+    """
+    held = ops.sum(ops.where(known, 0.0, weights))
+    moved = ops.where(known, new_weights, 0.0)
+    tiny = float(keras.backend.epsilon()) ** 4
+    return ops.where(known, moved * ((1.0 - held) / ops.maximum(ops.sum(moved), tiny)), weights)
