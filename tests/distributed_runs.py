@@ -80,6 +80,13 @@ def uneven_data():
     return {"features": x, "task_id": ids}, y, sw
 
 
+def held_out_data():
+    """A held-out set of every task, for the rule's signal."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(18, D)).astype("float32")
+    return {"features": x, "task_id": (np.arange(18) % K).astype("int32")}, rng.normal(size=(18, 2)).astype("float32")
+
+
 def initial_weights(shapes, seed=1, scale=0.5):
     rng = np.random.default_rng(seed)
     return [rng.normal(scale=scale, size=s).astype("float32") for s in shapes]
@@ -124,6 +131,11 @@ CASES = {
     "softmax_per_output": (
         two_outputs, {"task_names": ["a", "b"], "task_key": None},
         lambda: MirrorDescent(rules.Softmax(temperature=0.5, average=0.3)), per_output_data),
+    # The rule runs on held-out losses outside the step: the same weights on every replica.
+    "held_out_exponentiated_gradient": (
+        mlp, {"num_tasks": K},
+        lambda: MirrorDescent(rules.ExponentiatedGradient(step_size=2.0), update_every=2, held_out=held_out_data()),
+        uneven_data),
     "hard_max_every_2_warmup_1": (
         mlp, {"num_tasks": K}, lambda: MirrorDescent(rules.HardMax(average=0.5), update_every=2, warmup_steps=1),
         uneven_data),

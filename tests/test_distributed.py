@@ -26,7 +26,7 @@ from conftest import BACKEND
 SCRIPT = pathlib.Path(__file__).with_name("distributed_runs.py")
 TOLERANCE = 1e-5
 CASES = ["exponentiated_gradient", "lookahead", "lookahead_representation", "softmax_per_output",
-         "hard_max_every_2_warmup_1"]
+         "hard_max_every_2_warmup_1", "held_out_exponentiated_gradient"]
 MODEL_PARALLEL = ["model_parallel_exponentiated_gradient", "model_parallel_lookahead"]
 
 

@@ -126,7 +126,7 @@ class MirrorDescent(keras.callbacks.Callback):
         # In `fit` the model has already taken this rule for its step (a
         # no-op here); in a custom training loop this turns it on.
         model.use_weighting(self)
-        self._steps_done = int(ops.convert_to_numpy(model.task_step.value))
+        self._steps_done = int(model.task_step.numpy())
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = getattr(self, "_steps_done", 0)
