@@ -6,8 +6,16 @@ Importing this module registers the builder with TFDS: `tfds.load(
 "digit_domains")` then works offline.
 """
 
+import contextlib
+import pathlib
+
 import numpy as np
 import tensorflow_datasets as tfds
+
+try:
+    import fcntl
+except ImportError:  # Windows: builds go unlocked.
+    fcntl = None
 
 DOMAINS = ("clean", "rotated", "inverted", "noisy", "blurred", "low_resolution")
 _NOISE_STD = 96.0  # on the 0-255 scale
@@ -187,9 +195,51 @@ def load_domains(split="train", config="mnist", data_dir=None, domains=None):
     unknown = [d for d in domains if d not in DOMAINS]
     if unknown:
         raise ValueError(f"Unknown domain(s) {unknown}; the domains are {list(DOMAINS)}.")
-    data = tfds.as_numpy(tfds.load(f"digit_domains/{config}", split=split, batch_size=-1, data_dir=data_dir))
+    builder = _prepared_builder(f"digit_domains/{config}", data_dir)
+    data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
     out = {}
     for domain in domains:
         keep = data["domain"] == DOMAINS.index(domain)
         out[domain] = (data["image"][keep].astype("float32") / 255.0, data["label"][keep].astype("int32"))
     return out
+
+
+def _prepared_builder(name, data_dir):
+    """The TFDS builder of `name`, the dataset built in `data_dir` if it was not.
+
+    Safe when several processes build into the same `data_dir` at once (two
+    runs started together on a fresh folder): TFDS builds into a temporary
+    folder and renames it at the end, and the second rename fails
+    (`FileExistsError`). A lock file serialises the builds; whoever waited
+    for it finds the dataset built and only reads it.
+    """
+    builder = tfds.builder(name, data_dir=data_dir)
+    if builder.is_prepared():
+        return builder
+    with _build_lock(builder):
+        # A fresh builder: one made before another process finished the
+        # build holds the information of an unbuilt dataset.
+        builder = tfds.builder(name, data_dir=data_dir)
+        builder.download_and_prepare()  # does nothing if the dataset is now built
+    return builder
+
+
+@contextlib.contextmanager
+def _build_lock(builder):
+    """An exclusive lock on `<data_dir>/<dataset>/<config>.lock` while building.
+
+    A file beside the config's folder: TFDS lists only folders there.
+    Blocking: the build takes seconds. Remote data folders (`gs://...`) and
+    systems without `fcntl` build unlocked.
+    """
+    config_dir = pathlib.Path(str(builder.data_dir)).parent
+    if fcntl is None or "://" in str(builder.data_dir):
+        yield
+        return
+    config_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(config_dir.with_name(f"{config_dir.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

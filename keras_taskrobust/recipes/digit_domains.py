@@ -21,10 +21,11 @@ import keras
 import numpy as np
 
 from keras_taskrobust import MinimaxModel
+from keras_taskrobust import cli
 from keras_taskrobust import rules
 from keras_taskrobust.callbacks import DownstreamSuite
-from keras_taskrobust.downstream import DownstreamTask
 from keras_taskrobust.callbacks import MirrorDescent
+from keras_taskrobust.downstream import DownstreamTask
 from keras_taskrobust.data import DOMAINS
 from keras_taskrobust.data import DigitDomains
 from keras_taskrobust.data import load_domains
@@ -40,12 +41,12 @@ def add_arguments(parser):
     parser.add_argument("--dataset", default="mnist", choices=sorted(c.name for c in DigitDomains.BUILDER_CONFIGS),
                         help="the digit_domains config: mnist (28 x 28, the default) or digits (8 x 8, smaller).")
     parser.add_argument("--dominant", default="clean", help=f"the dominant domain, one of {', '.join(DOMAINS)} (default: clean).")
-    parser.add_argument("--minor-fraction", type=float, default=0.05,
+    parser.add_argument("--minor-fraction", type=cli.fraction, default=0.05,
                         help="each other domain's share of images relative to the dominant one (default: 0.05).")
-    parser.add_argument("--step-size", type=float, default=0.01, help="the exponentiated gradient's step size (default: 0.01).")
-    parser.add_argument("--batch-size", type=int, default=64, help="pre-training batch size (default: 64).")
-    parser.add_argument("--learning-rate", type=float, default=3e-3, help="Adam's learning rate (default: 3e-3).")
-    parser.add_argument("--seeds", type=int, default=1, help="repeat over this many seeds from --seed (default: 1).")
+    parser.add_argument("--step-size", type=cli.non_negative_float, default=0.01, help="the exponentiated gradient's step size (default: 0.01).")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=64, help="pre-training batch size (default: 64).")
+    parser.add_argument("--learning-rate", type=cli.positive_float, default=3e-3, help="Adam's learning rate (default: 3e-3).")
+    parser.add_argument("--seeds", type=cli.positive_int, default=1, help="repeat over this many seeds from --seed (default: 1).")
     parser.add_argument("--data-dir", default=None, help="TFDS data folder (default: TFDS's).")
 
 

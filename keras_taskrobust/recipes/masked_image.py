@@ -20,10 +20,11 @@ import keras
 import numpy as np
 
 from keras_taskrobust import MinimaxModel
+from keras_taskrobust import cli
 from keras_taskrobust import rules
 from keras_taskrobust.callbacks import DownstreamSuite
-from keras_taskrobust.downstream import DownstreamTask
 from keras_taskrobust.callbacks import MirrorDescent
+from keras_taskrobust.downstream import DownstreamTask
 from keras_taskrobust.data import DOMAINS
 from keras_taskrobust.data import load_domains
 from keras_taskrobust.recipes import report
@@ -39,18 +40,18 @@ DEFAULT_TARGETS = "pixels,gradient_histogram,low_frequency"
 def add_arguments(parser):
     parser.add_argument("--config", choices=("mnist", "digits"), default=None,
                         help="digits source: mnist (28 x 28) or digits (8 x 8) (default: mnist; digits with --quick).")
-    parser.add_argument("--images-per-domain", type=int, default=None,
+    parser.add_argument("--images-per-domain", type=cli.positive_int, default=None,
                         help="pre-training images from each domain (default: 1500; 100 with --quick).")
-    parser.add_argument("--patch-size", type=int, default=None,
+    parser.add_argument("--patch-size", type=cli.positive_int, default=None,
                         help="ViT patch size in pixels (default: 7 for mnist, a 4 x 4 grid; 2 for digits).")
     parser.add_argument("--targets", default=DEFAULT_TARGETS,
                         help="comma-separated recovery targets, each a task (default: all three; a single "
                              "target is the single-target baseline, fit once: both rules are the same fit).")
-    parser.add_argument("--mask-ratio", type=float, default=0.5, help="fraction of patches masked (default: 0.5).")
-    parser.add_argument("--step-size", type=float, default=0.05,
+    parser.add_argument("--mask-ratio", type=cli.open_fraction, default=0.5, help="fraction of patches masked (default: 0.5).")
+    parser.add_argument("--step-size", type=cli.non_negative_float, default=0.05,
                         help="the exponentiated gradient's step size (default: 0.05).")
-    parser.add_argument("--batch-size", type=int, default=128, help="pre-training batch size (default: 128).")
-    parser.add_argument("--seeds", type=int, default=1, help="repeat over this many seeds from --seed (default: 1).")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=128, help="pre-training batch size (default: 128).")
+    parser.add_argument("--seeds", type=cli.positive_int, default=1, help="repeat over this many seeds from --seed (default: 1).")
     parser.add_argument("--data-dir", default=None, help="TFDS data folder (default: TFDS's).")
 
 

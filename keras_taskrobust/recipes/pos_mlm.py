@@ -25,6 +25,7 @@ import keras
 import numpy as np
 
 from keras_taskrobust import MinimaxModel
+from keras_taskrobust import cli
 from keras_taskrobust import rules
 from keras_taskrobust.callbacks import DownstreamSuite
 from keras_taskrobust.callbacks import MirrorDescent
@@ -37,15 +38,15 @@ PROBE_SECTIONS = ("library", "whatsnew", "howto", "c-api")
 def add_arguments(parser):
     parser.add_argument("--model", choices=("tiny", "minilm"), default="tiny",
                         help="tiny: a 2-layer BERT from config; minilm: continue pre-training all-MiniLM-L6-v2 (default: tiny).")
-    parser.add_argument("--step-size", type=float, default=0.001,
+    parser.add_argument("--step-size", type=cli.non_negative_float, default=0.001,
                         help="the exponentiated gradient's step size (default: 0.001; 0.01 starves the easy groups, see benchmarks/RESULTS.md).")
     parser.add_argument("--balance-groups", action="store_true", help="mask every part-of-speech group equally often.")
-    parser.add_argument("--batch-size", type=int, default=32, help="pre-training batch size (default: 32).")
-    parser.add_argument("--learning-rate", type=float, default=None, help="Adam's learning rate (default: 3e-3 tiny, 5e-5 minilm).")
-    parser.add_argument("--train-sentences", type=int, default=None,
+    parser.add_argument("--batch-size", type=cli.positive_int, default=32, help="pre-training batch size (default: 32).")
+    parser.add_argument("--learning-rate", type=cli.positive_float, default=None, help="Adam's learning rate (default: 3e-3 tiny, 5e-5 minilm).")
+    parser.add_argument("--train-sentences", type=cli.positive_int, default=None,
                         help="pre-train on the first this many training sentences (default: all 23.7k; 2000 minilm; quick: 1280).")
-    parser.add_argument("--sequence-length", type=int, default=40, help="tokens per sentence, longer ones truncated (default: 40).")
-    parser.add_argument("--seeds", type=int, default=1, help="repeat over this many seeds from --seed (default: 1).")
+    parser.add_argument("--sequence-length", type=cli.positive_int, default=40, help="tokens per sentence, longer ones truncated (default: 40).")
+    parser.add_argument("--seeds", type=cli.positive_int, default=1, help="repeat over this many seeds from --seed (default: 1).")
     parser.add_argument("--no-probes", action="store_true", help="skip the word-order and section probes.")
 
 

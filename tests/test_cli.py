@@ -1,0 +1,205 @@
+"""The command-line main job: bad input and faults end cleanly, with one error line."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from keras_taskrobust import cli
+from keras_taskrobust import data
+from keras_taskrobust import recipes
+
+ENV = {"OMP_NUM_THREADS": "1", **os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+@pytest.fixture
+def fake_run(monkeypatch):
+    """Replaces every recipe's training by `fake_run.body(args)` (by default a tiny report)."""
+
+    class Fake:
+        calls = 0
+        body = staticmethod(lambda args: {"rules": {"uniform": {"worst": 0.5}}})
+
+        def __call__(self, args):
+            self.calls += 1
+            return self.body(args)
+
+    fake = Fake()
+    for name in recipes.RECIPES:
+        monkeypatch.setattr(recipes.get(name), "run", fake)
+    return fake
+
+
+def _error_line(capsys):
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_main_job_rejects_unknown_names(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default output folder
+    assert cli.main(["run", "bert"]) == 2
+    error = capsys.readouterr().err
+    assert "Unknown recipe 'bert'" in error and "domains" in error
+    for args, expected in [
+        (["--dataset", "cifar"], ["invalid choice: 'cifar'", "'mnist'"]),
+        (["--weighting", "average"], ["invalid choice: 'average'", "softmax"]),
+        (["--dominant", "sepia"], ["unknown domain 'sepia'", "rotated"]),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(args)
+        message = str(exit_info.value.code) + capsys.readouterr().err
+        assert exit_info.value.code != 0 and all(e in message for e in expected), message
+
+
+@pytest.mark.parametrize("recipe, option, value, requirement", [
+    ("domains", "--epochs", "0", "a positive integer"),
+    ("domains", "--epochs", "-1", "a positive integer"),
+    ("domains", "--epochs", "2.5", "a positive integer"),
+    ("domains", "--seed", "-1", "an integer from 0 to 4294967295"),
+    ("domains", "--batch-size", "0", "a positive integer"),
+    ("domains", "--seeds", "0", "a positive integer"),
+    ("domains", "--minor-fraction", "0", "a number in (0, 1]"),
+    ("domains", "--minor-fraction", "nan", "a number in (0, 1]"),
+    ("domains", "--learning-rate", "0", "a positive number"),
+    ("domains", "--learning-rate", "inf", "a positive number"),
+    ("domains", "--step-size", "-0.1", "a non-negative number"),
+    ("mim", "--mask-ratio", "1", "a number strictly between 0 and 1"),
+    ("mim", "--patch-size", "0", "a positive integer"),
+    ("mim", "--images-per-domain", "-5", "a positive integer"),
+    ("pos-mlm", "--sequence-length", "0", "a positive integer"),
+    ("pos-mlm", "--train-sentences", "0", "a positive integer"),
+])
+def test_bad_numbers_are_rejected_before_any_work(capsys, fake_run, tmp_path, recipe, option, value, requirement):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["run", recipe, "--output", str(tmp_path / "out"), f"{option}={value}"])
+    assert exit_info.value.code == 2
+    assert _error_line(capsys) == f"keras-taskrobust: error: argument {option}: must be {requirement}; got '{value}'"
+    assert fake_run.calls == 0 and not (tmp_path / "out").exists()
+
+
+def test_good_numbers_pass(fake_run, tmp_path):
+    assert cli.main(["--epochs", "1", "--seed", "0", "--minor-fraction", "1", "--step-size", "0",
+                     "--output", str(tmp_path)]) == 0
+    assert fake_run.calls == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]  # no probe file left
+
+
+@pytest.mark.parametrize("where", ["a_file", "a_file/out", "/proc/self"])
+def test_unwritable_output_fails_before_any_work(capsys, fake_run, tmp_path, where):
+    (tmp_path / "a_file").write_text("not a folder")
+    output = tmp_path / where  # /proc/self stays absolute: a folder even root cannot write in
+    if not output.parent.exists():
+        pytest.skip("no /proc")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--output", str(output)])
+    assert exit_info.value.code == 2
+    error = _error_line(capsys)
+    assert error.startswith("keras-taskrobust: error: argument --output: ") and error.endswith("with --output."), error
+    assert ("'a_file' is a file" in error.replace(str(tmp_path) + "/", "")) == (where != "/proc/self"), error
+    assert fake_run.calls == 0
+    assert (tmp_path / "a_file").read_text() == "not a folder"
+
+
+def test_second_run_into_the_same_output_fails_fast(capsys, fake_run, tmp_path):
+    output = str(tmp_path / "out")
+
+    def run_while_another_starts(args):
+        if fake_run.calls > 1:  # the second run trained: it must not
+            return {"first": False}
+        # A second run starts while this one trains.
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["--output", output])
+        assert exit_info.value.code == 2
+        error = _error_line(capsys)
+        assert error == (f"keras-taskrobust: error: the output folder '{output}' is in use by another "
+                         "keras-taskrobust run; wait for it to finish or choose another folder with --output.")
+        return {"first": True}
+
+    fake_run.body = run_while_another_starts
+    assert cli.main(["--output", output]) == 0
+    assert fake_run.calls == 1  # the second run never trained
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["first"]
+    # The lock ends with the run.
+    fake_run.body = lambda args: {"first": False}
+    assert cli.main(["--output", output]) == 0
+    assert not json.loads((tmp_path / "out" / "report.json").read_text())["first"]
+
+
+def _main_interrupted(args):
+    """`cli.main(args)`, a test failure (not the end of the test session) if Ctrl-C escapes it."""
+    try:
+        return cli.main(args)
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped cli.main")
+
+
+def _previous_report(tmp_path):
+    report = tmp_path / "report.json"
+    report.write_text('{"previous": true}\n')
+    return report
+
+
+def test_ctrl_c_exits_with_one_line_and_keeps_the_previous_report(capsys, fake_run, tmp_path):
+    report = _previous_report(tmp_path)
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    fake_run.body = interrupted
+    assert _main_interrupted(["--output", str(tmp_path)]) == 130
+    assert capsys.readouterr().err == f"keras-taskrobust: interrupted; {report} is from an earlier run.\n"
+    assert report.read_text() == '{"previous": true}\n'
+    report.unlink()
+    assert _main_interrupted(["--output", str(tmp_path)]) == 130
+    assert capsys.readouterr().err == "keras-taskrobust: interrupted; no report was written.\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+class _InterruptedWhileWritten(dict):
+    """A report part whose JSON encoding is interrupted: Ctrl-C while report.json is written."""
+
+    def items(self):
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_while_writing_the_report_leaves_no_half_report(capsys, fake_run, tmp_path):
+    report = _previous_report(tmp_path)
+    fake_run.body = lambda args: {"rules": {"uniform": {"worst": 0.5}}, "late": _InterruptedWhileWritten(a=1)}
+    assert _main_interrupted(["--output", str(tmp_path)]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert report.read_text() == '{"previous": true}\n'
+    assert list(tmp_path.iterdir()) == [report]  # no temporary file left
+
+
+_BUILD = """
+import hashlib, pathlib, sys, time
+from keras_taskrobust.data import load_domains
+folder, me = pathlib.Path(sys.argv[1]), sys.argv[2]
+(folder.parent / f"ready-{me}").touch()
+while len(list(folder.parent.glob("ready-*"))) < 2:  # start building together
+    time.sleep(0.01)
+digest = hashlib.sha256()
+for x, y in load_domains("train", config="digits", data_dir=str(folder)).values():
+    digest.update(x.tobytes() + y.tobytes())
+print(digest.hexdigest())
+"""
+
+
+def test_two_processes_build_the_dataset_into_one_fresh_folder(tmp_path):
+    # Two runs started together on a fresh --data-dir: TFDS's second build
+    # used to fail renaming its temporary folder (FileExistsError).
+    folder = tmp_path / "tfds"
+    builds = [subprocess.Popen([sys.executable, "-c", _BUILD, str(folder), me], env=ENV, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for me in "ab"]
+    outputs = [build.communicate(timeout=300) for build in builds]
+    for build, (_, stderr) in zip(builds, outputs):
+        assert build.returncode == 0, stderr[-3000:]
+    digests = [stdout.split()[-1] for stdout, _ in outputs]
+    assert digests[0] == digests[1]
+    # The same data as reading the built dataset again.
+    digest = hashlib.sha256()
+    for x, y in data.load_domains("train", config="digits", data_dir=str(folder)).values():
+        digest.update(x.tobytes() + y.tobytes())
+    assert digest.hexdigest() == digests[0]
