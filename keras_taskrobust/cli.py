@@ -1,8 +1,8 @@
 """The command-line main job: `keras-taskrobust [run] [recipe] [options]`.
 
-`keras-taskrobust` alone runs the default recipe (`domains`: robust against
-average-loss pre-training on the multi-domain digits that ship with the
-package); `keras-taskrobust run <recipe>` runs another; `keras-taskrobust
+`keras-taskrobust` alone runs the default recipe (`views`: robust against
+average-loss pre-training on four views of the digits that ship with the
+package, with a sensitivity check); `keras-taskrobust run <recipe>` runs another; `keras-taskrobust
 list` lists them. `python -m keras_taskrobust` is the same command.
 
 Errors in the command line are reported as `keras-taskrobust: error: ...`
@@ -56,6 +56,7 @@ positive_float = _number(float, lambda v: 0 < v < math.inf, "a positive number")
 non_negative_float = _number(float, lambda v: 0 <= v < math.inf, "a non-negative number")
 fraction = _number(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
 open_fraction = _number(float, lambda v: 0 < v < 1, "a number strictly between 0 and 1")
+share = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 # NumPy's global seed (keras.utils.set_random_seed) must fit in 32 bits.
 seed = _number(int, lambda v: 0 <= v < 2**32, "an integer from 0 to 4294967295")
 

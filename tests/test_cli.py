@@ -48,7 +48,7 @@ def test_main_job_rejects_unknown_names(capsys, tmp_path, monkeypatch):
         (["--dominant", "sepia"], ["unknown domain 'sepia'", "rotated"]),
     ]:
         with pytest.raises(SystemExit) as exit_info:
-            cli.main(args)
+            cli.main(["run", "domains", *args])
         message = str(exit_info.value.code) + capsys.readouterr().err
         assert exit_info.value.code != 0 and all(e in message for e in expected), message
 
@@ -69,6 +69,9 @@ def test_main_job_rejects_unknown_names(capsys, tmp_path, monkeypatch):
     ("mim", "--patch-size", "0", "a positive integer"),
     ("mim", "--images-per-domain", "-5", "a positive integer"),
     ("pos-mlm", "--sequence-length", "0", "a positive integer"),
+    ("views", "--update-every", "0", "a positive integer"),
+    ("views", "--smoothing", "1", "a number in [0, 1)"),
+    ("views", "--step-size", "-1", "a non-negative number"),
     ("pos-mlm", "--train-sentences", "0", "a positive integer"),
 ])
 def test_bad_numbers_are_rejected_before_any_work(capsys, fake_run, tmp_path, recipe, option, value, requirement):
@@ -80,7 +83,7 @@ def test_bad_numbers_are_rejected_before_any_work(capsys, fake_run, tmp_path, re
 
 
 def test_good_numbers_pass(fake_run, tmp_path):
-    assert cli.main(["--epochs", "1", "--seed", "0", "--minor-fraction", "1", "--step-size", "0",
+    assert cli.main(["run", "domains", "--epochs", "1", "--seed", "0", "--minor-fraction", "1", "--step-size", "0",
                      "--output", str(tmp_path)]) == 0
     assert fake_run.calls == 1
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]  # no probe file left

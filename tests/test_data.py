@@ -169,8 +169,35 @@ def _main(*args, cwd):
                           capture_output=True, text=True, env=env, timeout=900)
 
 
-def test_main_job_writes_report_and_figure(tmp_path):
+def test_main_job_reports_every_view_and_the_sensitivity_check(tmp_path):
     result = _main("--quick", "--verbose", "0", "--output", "out", "--data-dir", str(tmp_path / "tfds"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["recipe"] == "views" and report["backend"] == os.environ.get("KERAS_BACKEND", "jax")
+    views = ["digit", "rotation", "position", "mirror"]
+    assert sorted(report["rules"]) == ["average", "exponentiated_gradient", "sensitivity", "uniform"]
+    for arm in report["rules"].values():
+        assert sorted(arm["downstream"]) == sorted(views)
+        scores = [arm["downstream"][v]["mean"] for v in views]
+        # One seed: the worst is that seed's worst view, the mean its mean; no spread.
+        assert arm["worst"]["mean"] == pytest.approx(min(scores)) and arm["worst"]["std"] == 0.0
+        assert arm["mean"]["mean"] == pytest.approx(np.mean(scores))
+        assert np.isclose(sum(arm["task_weights"].values()), 1.0)
+    # The fixed weighting favours the view that was worst under the average loss.
+    average = report["rules"]["average"]["downstream"]
+    assert report["sensitivity"]["views"] == [min(average, key=lambda v: average[v]["mean"])]
+    favoured = report["sensitivity"]["views"][0]
+    assert report["rules"]["sensitivity"]["task_weights"][favoured] == pytest.approx(0.5)
+    assert report["sensitivity"]["moved"] == pytest.approx(
+        report["rules"]["sensitivity"]["downstream"][favoured]["mean"] - average[favoured]["mean"])
+    assert report["robust"]["signal"] == "excess"
+    assert (tmp_path / "out" / "views.png").stat().st_size > 10_000
+    assert "Sensitivity check" in result.stdout
+
+
+def test_domains_recipe_writes_report_and_figure(tmp_path):
+    result = _main("run", "domains", "--quick", "--verbose", "0", "--output", "out", "--data-dir",
+                   str(tmp_path / "tfds"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["recipe"] == "domains" and report["backend"] == os.environ.get("KERAS_BACKEND", "jax")

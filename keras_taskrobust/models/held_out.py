@@ -67,10 +67,10 @@ def task_losses(minimax, data, reference=None, reference_losses=None):
         )
     totals = np.zeros((k + 1, 3))
     for x, y, sample_weight in batches(data):
-        y_pred = minimax(x, training=False)
+        y_pred = _predict(minimax, x)
         split = minimax
         if reference is not None:
-            ref_pred = reference(task_inputs.model_inputs(x, minimax.task_key), training=False)
+            ref_pred = _predict(reference, task_inputs.model_inputs(x, minimax.task_key))
             split = _ExcessLoss(minimax, ref_pred)
         totals += ops.convert_to_numpy(task_inputs.grouped_loss(split, x, y, y_pred, sample_weight).totals())
     if totals[k, 2]:
@@ -84,6 +84,19 @@ def task_losses(minimax, data, reference=None, reference_losses=None):
     if reference_losses is not None:
         losses = np.maximum(losses - np.asarray(reference_losses, "float64"), 0.0)
     return losses, present
+
+
+def _predict(model, x):
+    """`model(x)` in inference mode, compiled where that pays.
+
+    Keras' compiled prediction step (traced once, reused every measurement)
+    costs an eager JAX call a fraction of its time (benchmarks/RESULTS.md,
+    "What the held-out signal costs"); under tf.distribute it would split
+    the batch over the replicas, so TensorFlow calls the model directly.
+    """
+    if keras.backend.backend() == "tensorflow":
+        return model(x, training=False)
+    return model.predict_on_batch(x)
 
 
 class _ExcessLoss:

@@ -14,6 +14,11 @@ __all__ = ["DEFAULT_RECIPE", "RECIPES", "get"]
 
 # name: (module, what it does); listed without importing the modules.
 RECIPES = {
+    "views": (
+        "keras_taskrobust.recipes.digit_views",
+        "average vs robust pre-training on four views of the same digits (class, rotation, position, mirror), "
+        "linear probes per view",
+    ),
     "domains": (
         "keras_taskrobust.recipes.digit_domains",
         "average vs robust pre-training on digits in six imbalanced domains, linear probes per domain",
@@ -27,7 +32,7 @@ RECIPES = {
         "masked image modelling on ViT with several recovery targets",
     ),
 }
-DEFAULT_RECIPE = "domains"
+DEFAULT_RECIPE = "views"
 
 
 def get(name):
