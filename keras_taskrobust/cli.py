@@ -28,6 +28,7 @@ from keras_taskrobust import recipes
 PROG = "keras-taskrobust"
 BACKENDS = ("jax", "tensorflow", "torch")
 REPORT = "report.json"
+INTERRUPTED = "interrupted.json"  # the runs that finished before Ctrl-C
 
 
 def _number(convert, accept, requirement):
@@ -161,21 +162,29 @@ def _write_report(path, report):
         temporary.unlink(missing_ok=True)
 
 
-def _interrupted(path):
-    """The line printed when a run is interrupted: what became of the report."""
+def _interrupted(path, args):
+    """Saves the runs that finished before an interrupt; the line that says what was kept."""
     kept = f"{path} is from an earlier run" if path.exists() else "no report was written"
+    finished = {name: runs for name, runs in getattr(args, "finished", {}).items() if runs}
+    if finished:
+        partial = args.output / INTERRUPTED
+        _write_report(partial, {"recipe": args.recipe, "backend": args.backend, "seed": args.seed,
+                                "interrupted": True, "finished_runs": finished})
+        count = sum(len(runs) for runs in finished.values())
+        kept = f"the {count} run{'s' if count > 1 else ''} that finished are in {partial}; {kept}"
     return f"{PROG}: interrupted; {kept}."
 
 
 def _run(recipe, args):
     """Runs the recipe and writes its report; returns the exit status."""
     path = args.output / REPORT
+    args.finished = {}  # the recipe's finished runs (`report.finished_runs`)
     try:
         report = recipe.run(args)
         _write_report(path, {"recipe": args.recipe, "backend": args.backend, "seed": args.seed, **report})
     except KeyboardInterrupt:
         # Ctrl-C: one line, not a traceback; 130 is the shell's status for SIGINT.
-        print(_interrupted(path), file=sys.stderr)
+        print(_interrupted(path, args), file=sys.stderr)
         return 130
     print(f"Report: {path}")
     return 0

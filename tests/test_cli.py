@@ -11,6 +11,7 @@ import pytest
 from keras_taskrobust import cli
 from keras_taskrobust import data
 from keras_taskrobust import recipes
+from keras_taskrobust.recipes import report as recipe_report
 
 ENV = {"OMP_NUM_THREADS": "1", **os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", "TF_CPP_MIN_LOG_LEVEL": "3"}
 
@@ -158,6 +159,25 @@ def test_ctrl_c_exits_with_one_line_and_keeps_the_previous_report(capsys, fake_r
     assert _main_interrupted(["--output", str(tmp_path)]) == 130
     assert capsys.readouterr().err == "keras-taskrobust: interrupted; no report was written.\n"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_keeps_the_runs_that_finished(capsys, fake_run, tmp_path):
+    report = _previous_report(tmp_path)
+
+    def interrupted_after_two_runs(args):
+        runs = recipe_report.finished_runs(args, ["average", "uniform", "robust"])
+        runs["average"].append({"worst": 0.7})
+        runs["uniform"].append({"worst": 0.8})
+        raise KeyboardInterrupt  # during the third
+
+    fake_run.body = interrupted_after_two_runs
+    assert _main_interrupted(["--output", str(tmp_path)]) == 130
+    partial = tmp_path / "interrupted.json"
+    assert capsys.readouterr().err == (f"keras-taskrobust: interrupted; the 2 runs that finished are in {partial}; "
+                                       f"{report} is from an earlier run.\n")
+    saved = json.loads(partial.read_text())
+    assert saved["interrupted"] and saved["finished_runs"] == {"average": [{"worst": 0.7}], "uniform": [{"worst": 0.8}]}
+    assert report.read_text() == '{"previous": true}\n'
 
 
 class _InterruptedWhileWritten(dict):

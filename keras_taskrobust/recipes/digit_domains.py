@@ -62,7 +62,7 @@ def run(args):
     sizes.dominant = min(sizes.dominant, available)
     sizes.minor = min(sizes.minor, sizes.dominant)
     robust_name = args.weighting
-    runs = {"average": [], "uniform": [], robust_name: []}
+    runs = report.finished_runs(args, ["average", "uniform", robust_name])
     traces = {}
     for seed in range(args.seed, args.seed + args.seeds):
         data = _split(train, test, args.dominant, sizes, seed)

@@ -97,7 +97,7 @@ def run(args):
     images, labels = (np.concatenate(a) for a in zip(*parts))
     robust = args.weighting
     arms = ("average", "uniform", robust, "sensitivity")
-    runs = {arm: [] for arm in arms}
+    runs = report.finished_runs(args, arms)
     traces = {}
     for seed in range(args.seed, args.seed + args.seeds):
         data = _split(images, labels, sizes, seed)

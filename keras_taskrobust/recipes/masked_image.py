@@ -70,7 +70,7 @@ def run(args):
     test = load_domains("test", config=setup.config, data_dir=args.data_dir)
     robust_name = args.weighting
     # With one target there are no weights to move: both rules are the same fit.
-    runs = {"uniform": [], robust_name: []} if len(setup.targets) > 1 else {"uniform": []}
+    runs = report.finished_runs(args, ["uniform", robust_name] if len(setup.targets) > 1 else ["uniform"])
     traces = {}
     for seed in range(args.seed, args.seed + args.seeds):
         upstream, held_out, tasks = split(train, test, setup, seed)

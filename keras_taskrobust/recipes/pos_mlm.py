@@ -96,7 +96,7 @@ def run(args):
           f"({time.perf_counter() - start:.0f} s); groups: {', '.join(groups)}.")
 
     robust = args.weighting
-    runs, traces = {"uniform": [], robust: []}, {}
+    runs, traces = report.finished_runs(args, ["uniform", robust]), {}
     for seed in range(args.seed, args.seed + args.seeds):
         for name in runs:
             result, trace = _pretrain(nlp, name, args, settings, preset, preprocessor, tokens, evaluation, tasks, seed)

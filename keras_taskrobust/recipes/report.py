@@ -31,6 +31,17 @@ class WeightTrace(keras.callbacks.Callback):
         return np.asarray(self.rows, dtype="float64").reshape(len(self.rows), -1)
 
 
+def finished_runs(args, names):
+    """`{name: []}`, the lists each run's result is appended to as it finishes.
+
+    Kept as `args.finished` too: the command line saves the runs that
+    finished when the recipe is interrupted (Ctrl-C).
+    """
+    runs = {name: [] for name in names}
+    args.finished = runs
+    return runs
+
+
 def mean_over_seeds(results):
     """The mean over seeds of each number in per-seed results `{part: {key: number}}`."""
     return {
