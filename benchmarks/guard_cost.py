@@ -1,17 +1,16 @@
-"""What `MinimaxModel`'s per-batch checks would cost if they waited: sync vs async.
+"""What `MinimaxModel`'s per-batch checks cost when they wait: sync vs async.
 
-`MinimaxModel.fit` runs a `_TaskGuard` callback at every batch end. It reads
-the step's loss on the host (and the per-task vector with its count of
-out-of-range task ids, when the step outputs it) to stop training on a bad
-batch. It is `async_safe`: on JAX and torch Keras runs it in a worker
-thread and the loop goes on, so training stops a few batches after a bad
-batch. Marked not `async_safe`, it would stop
-*at* the bad batch, but Keras would then dispatch batch-end callbacks on the
-loop's thread and every step would wait for the previous one (on JAX, plain
-`fit` with `verbose=0` runs ahead of the device). This diagnostic measures the
-MLP workload of `overhead.py` (K = 8) both ways in each repeat.
+`MinimaxModel.fit` runs a `TaskGuard` callback at every batch end. It reads
+the step's loss and per-task vector on the host, to stop training at a bad
+batch, on the loop's thread: on JAX and torch every step then waits for the
+previous one (plain `fit` with `verbose=0` runs ahead of the device).
+Marked `async_safe` (Keras' attribute), Keras would run it in a worker
+thread and training would stop a few batches after a bad one. This
+diagnostic measures both ways in each repeat, on the MLP workload of
+`overhead.py` (K = 8), the tiny BERT masked LM (`--workload bert`) or the
+main job's CNN (`--workload cnn`).
 
-Usage: `OMP_NUM_THREADS=1 KERAS_BACKEND=jax python benchmarks/guard_cost.py --repeats 2`
+Usage: `OMP_NUM_THREADS=1 KERAS_BACKEND=jax python benchmarks/guard_cost.py --repeats 2 [--workload bert|cnn]`
 """
 
 import argparse
@@ -28,6 +27,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--workload", default="mlp", choices=("mlp", "bert", "cnn"))
     args = parser.parse_args()
     os.environ["HF_HUB_OFFLINE"] = "1"
     import overhead
@@ -36,9 +36,9 @@ def main():
     for _ in range(args.repeats):
         for asynchronous in (False, True):
             TaskGuard.async_safe = asynchronous
-            row = overhead.measure("mlp", 8, args.rounds, args.epochs)
-            print(json.dumps({"guard": "async (shipped)" if asynchronous else "sync", **row}), flush=True)
-    TaskGuard.async_safe = True
+            row = overhead.measure(args.workload, 8, args.rounds, args.epochs)
+            print(json.dumps({"guard": "async" if asynchronous else "sync (shipped)", **row}), flush=True)
+    TaskGuard.async_safe = False
 
 
 if __name__ == "__main__":

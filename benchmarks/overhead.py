@@ -118,7 +118,22 @@ def bert_workload(num_tasks, rng):
     return make_net, loss, 32, plain, minimax
 
 
-WORKLOADS = {"mlp": mlp_workload, "bert": bert_workload}
+def cnn_workload(num_tasks, rng):
+    """The main job's CNN (recipe `views`): 28 x 28 images, a 16-unit backbone, 20 logits, batch 64."""
+    import keras
+
+    from keras_taskrobust.recipes.digit_views import build_network
+
+    n = 64 * 32
+    images = rng.uniform(size=(n, 28, 28, 1)).astype("float32")
+    labels = rng.integers(0, 20, n).astype("int32")
+    task_ids = rng.integers(0, num_tasks, n).astype("int32")
+    plain = {"x": images, "y": labels}
+    minimax = {"x": {"image": images, "task_id": task_ids}, "y": labels}
+    return build_network, keras.losses.SparseCategoricalCrossentropy(from_logits=True), 64, plain, minimax
+
+
+WORKLOADS = {"mlp": mlp_workload, "bert": bert_workload, "cnn": cnn_workload}
 
 
 def forwarding_model(net):

@@ -10,7 +10,6 @@ nowhere else.
 
 import functools
 import inspect
-import sys
 
 import keras
 
@@ -81,31 +80,6 @@ def print_msg(message):
 
 
 # --- Training loop ---------------------------------------------------------
-
-_internal("Callback hook `_is_default` marker", lambda: keras.callbacks.Callback.on_train_batch_end._is_default)
-
-
-def reads_batch_logs(callbacks):
-    """Whether any of `callbacks` overrides a batch-end hook (Keras' own test)."""
-    hooks = ("on_batch_end", "on_train_batch_end", "on_test_batch_end")
-    return any(not getattr(getattr(c, hook), "_is_default", False) for c in callbacks for hook in hooks)
-
-
-_internal(
-    "CallbackList honours `Callback.async_safe`",
-    lambda: "async_safe" in inspect.getsource(sys.modules[keras.callbacks.CallbackList.__module__]),
-)
-
-
-def async_safe(callback_class):
-    """Lets Keras run `callback_class`'s batch hooks in its worker thread.
-
-    Without it, a callback that reads every batch's logs makes JAX and
-    torch wait for each step before dispatching the next.
-    """
-    callback_class.async_safe = True
-    return callback_class
-
 
 _internal("keras.Model._aggregate_additional_loss", _has(keras.Model, "_aggregate_additional_loss"))
 

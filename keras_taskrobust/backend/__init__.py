@@ -31,9 +31,7 @@ global batch:
 - `loss_scale()`: the factor of each replica's loss that makes the engine's
   reduction of the replicas' gradients the gradient of the global objective;
 - `reducible_logs(logs)`: a step's logs in the shape the engine's reduction
-  over replicas expects (a workaround for Keras' multi-worker `fit`);
-- `drops_unread_logs()`: whether the step leaves the per-task vector out
-  of its logs when nothing reads them after each batch (JAX, torch).
+  over replicas expects (a workaround for Keras' multi-worker `fit`).
 
 On JAX, `keras.distribution` jits the step over globally sharded arrays: the
 step sees the whole batch, and these are the identity (XLA inserts the
@@ -46,7 +44,6 @@ averages the gradients; a forward pass not run by DDP is single-process.
 import keras
 
 __all__ = [
-    "drops_unread_logs",
     "gradient",
     "loss_scale",
     "note_forward",
@@ -60,7 +57,6 @@ __all__ = [
 
 _backend = keras.backend.backend()
 if _backend == "jax":
-    from keras_taskrobust.backend.jax import drops_unread_logs
     from keras_taskrobust.backend.jax import gradient
     from keras_taskrobust.backend.jax import loss_scale
     from keras_taskrobust.backend.jax import note_forward
@@ -71,7 +67,6 @@ if _backend == "jax":
     from keras_taskrobust.backend.jax import segment_sums
     from keras_taskrobust.backend.jax import task_gradients
 elif _backend == "tensorflow":
-    from keras_taskrobust.backend.tensorflow import drops_unread_logs
     from keras_taskrobust.backend.tensorflow import gradient
     from keras_taskrobust.backend.tensorflow import loss_scale
     from keras_taskrobust.backend.tensorflow import note_forward
@@ -82,7 +77,6 @@ elif _backend == "tensorflow":
     from keras_taskrobust.backend.tensorflow import segment_sums
     from keras_taskrobust.backend.tensorflow import task_gradients
 elif _backend == "torch":
-    from keras_taskrobust.backend.torch import drops_unread_logs
     from keras_taskrobust.backend.torch import gradient
     from keras_taskrobust.backend.torch import loss_scale
     from keras_taskrobust.backend.torch import note_forward

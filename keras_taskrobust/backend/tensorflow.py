@@ -99,11 +99,3 @@ def reducible_logs(logs):
     if not _multi_worker() or tf.distribute.in_cross_replica_context():
         return logs
     return {key: tf.expand_dims(value, 0) for key, value in logs.items()}
-
-
-def drops_unread_logs():
-    # No: with a `None` entry in its logs the MLP step of
-    # benchmarks/overhead.py ran about 100 us slower (1.08 ms plain), which
-    # outweighs the vector's conversion after each batch, and Keras'
-    # multi-worker reduction fails on it.
-    return False

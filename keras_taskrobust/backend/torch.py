@@ -94,8 +94,3 @@ def loss_scale():
 
 def reducible_logs(logs):
     return logs
-
-
-def drops_unread_logs():
-    # Spares Keras' callback thread a conversion after every batch.
-    return True

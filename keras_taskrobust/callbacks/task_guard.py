@@ -6,7 +6,6 @@ import warnings
 
 import keras
 
-from keras_taskrobust import _keras_compat as compat
 from keras_taskrobust.metrics.task_losses import TASK_LOGS_KEY
 from keras_taskrobust.metrics.task_losses import count_rejected
 from keras_taskrobust.metrics.task_losses import expand_task_logs
@@ -16,9 +15,8 @@ def run_guarded(minimax, run, args, kwargs, training):
     """Runs `fit` or `evaluate` (`run`, unbound from `minimax`'s parent) with a `TaskGuard`.
 
     For `fit`, it first configures the training step: the `MirrorDescent`
-    among the callbacks (at most one) drives it for this `fit` only, and
-    the step outputs the per-task vector after each batch only if something
-    reads batch logs. The guard's error, if any, is raised after the loop
+    among the callbacks (at most one) drives it for this `fit` only. The
+    guard's error, if any, is raised after the loop
     ends cleanly (so the model state is synced on every backend).
     """
     bound = inspect.signature(run).bind(*args, **kwargs)
@@ -28,7 +26,7 @@ def run_guarded(minimax, run, args, kwargs, training):
         return run(*bound.args, **bound.kwargs)
     _check_distribution()
     callbacks = list(callbacks or [])
-    guard = TaskGuard(minimax, callbacks)
+    guard = TaskGuard(minimax)
     bound.arguments["callbacks"] = [guard] + callbacks
     if not training:
         result = run(*bound.args, **bound.kwargs)
@@ -51,9 +49,8 @@ def run_guarded(minimax, run, args, kwargs, training):
                 f"{len(descents)} MirrorDescent callbacks were given to one `fit`; "
                 "the task weights follow one rule. Pass a single MirrorDescent."
             )
-        guard.batch_logs = guard.reads_batches(bound.arguments.get("verbose", "auto"))
         weighting = minimax.weighting
-        minimax.use_weighting(descents[0] if descents else None, guard.batch_logs)
+        minimax.use_weighting(descents[0] if descents else None)
         try:
             result = run(*bound.args, **bound.kwargs)
         finally:
@@ -81,66 +78,45 @@ def _check_distribution():
         )
 
 
-@compat.async_safe
 class TaskGuard(keras.callbacks.Callback):
     """Turns the step's internal logs into user logs; stops on bad input.
 
     It is the first callback of every `MinimaxModel.fit` and `evaluate`: it
     spreads the packed per-task vector into `loss/<task>`, `weight/<task>`
     and `loss/worst` floats before the other callbacks see the logs. A
-    compiled step cannot raise, so the step counts the invalid task ids in
-    that vector; this callback stops the loop (so the model state is synced
-    on every backend) and `run_guarded` raises after. It holds the model
-    directly: `self.model` would sync JAX state each batch.
+    compiled step cannot raise, so the step counts the invalid task ids and
+    negative sample weights in that vector; this callback stops the loop at
+    that batch (so the model state is synced on every backend) and
+    `run_guarded` raises after. A non-finite loss stops it at that batch
+    too; the warning names the tasks with a non-finite loss over the epoch
+    and counts the non-finite steps, none of which changed anything
+    (`MinimaxModel`'s optimizer skips a step whose gradients are not finite,
+    and its step keeps the task state). It holds the model directly:
+    `self.model` would sync JAX state each batch.
 
-    On JAX and torch the training step outputs the vector after every batch
-    only when something reads batch logs (the progress bar, a callback with
-    a batch-end hook, as Keras itself tells); otherwise only the epoch's
-    logs carry it, and invalid ids stop training at the end of the epoch.
-    A non-finite loss, which every batch's `loss` shows, stops it within
-    the epoch: a few batches late on JAX and torch, where Keras runs this
-    asynchronous-safe callback in a worker thread (reading the logs on the
-    loop's own thread would make each step wait for the previous one); on
-    TensorFlow, whose steps always output the vector, at the bad batch. The
-    warning names the tasks with a non-finite loss over the epoch and counts
-    the non-finite steps; none of them changed anything (`MinimaxModel`'s
-    optimizer skips a step whose gradients are not finite, and its step
-    keeps the task state).
+    It reads every batch's logs on the training loop's thread, so on JAX and
+    torch each step waits for the previous one. On the main job's CNN and
+    on the tiny BERT masked LM that costs nothing measurable
+    (benchmarks/RESULTS.md, "What a synchronous per-batch guard costs").
 
     Args:
         minimax: the `MinimaxModel` being run.
-        callbacks: the user's other callbacks (to tell whether any reads
-            batch logs).
     """
 
-    def __init__(self, minimax, callbacks):
+    def __init__(self, minimax):
         super().__init__()
         self.minimax = minimax
         self.error = None
         self.non_finite_batch = None
         self.non_finite_steps = 0
-        self.users_read_batches = compat.reads_batch_logs(callbacks)
-        self.batch_logs = True
 
-    def on_test_begin(self, logs=None):
-        self.batch_logs = self.reads_batches(self.params.get("verbose"))
-
-    def reads_batches(self, verbose):
-        """Whether anything reads the logs after each batch: a callback, or the progress bar."""
-        return self.users_read_batches or verbose in ("auto", 1)
-
-    def _expand(self, logs, prefix="", batch=False):
+    def _expand(self, logs, prefix=""):
         """Expands `logs` in place; True if they counted bad ids or sample weights."""
         if not logs:
             return False
         m = self.minimax
         bad_ids, negative = count_rejected(logs.get(prefix + TASK_LOGS_KEY), m.num_tasks)
-        if batch and not self.batch_logs:
-            # Nobody reads the values (test steps, and TensorFlow's training
-            # steps, output them all the same): only the bad elements count.
-            logs.pop(TASK_LOGS_KEY, None)
-        else:
-            expand_task_logs(logs, m.task_names, prefix)
+        expand_task_logs(logs, m.task_names, prefix)
         if negative and self.error is None:
             self.error = ValueError(
                 f"{negative} sample weights are negative (MinimaxModel with tasks "
@@ -157,7 +133,7 @@ class TaskGuard(keras.callbacks.Callback):
         return bad_ids + negative > 0
 
     def on_train_batch_end(self, batch, logs=None):
-        if self._expand(logs, batch=True):
+        if self._expand(logs):
             self.minimax.stop_training = True
         if logs and "loss" in logs and not math.isfinite(float(logs["loss"])):
             if self.non_finite_batch is None:
@@ -166,7 +142,7 @@ class TaskGuard(keras.callbacks.Callback):
             self.minimax.stop_training = True
 
     def on_test_batch_end(self, batch, logs=None):
-        if self._expand(logs, batch=True):
+        if self._expand(logs):
             self.minimax.stop_evaluating = True
 
     def on_epoch_end(self, epoch, logs=None):

@@ -10,8 +10,7 @@ from keras import ops
 # this key, not as 2K + 1 scalars: Keras converts every log entry after
 # every batch, and TF's graph optimiser chokes on a step with 2K outputs.
 # `expand_task_logs` turns it into `loss/<task>`, `weight/<task>` and
-# `loss/worst`. A step outputs it only if something reads batch logs (see
-# `MinimaxModel.compute_metrics`); the epoch's logs always have it.
+# `loss/worst`.
 TASK_LOGS_KEY = "_task_logs"
 
 

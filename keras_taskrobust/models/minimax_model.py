@@ -1,12 +1,13 @@
 """A Keras model trained on the worst of K task losses."""
 
+import threading
+
 import keras
 from keras import ops
 
 from keras_taskrobust import _keras_compat as compat
 from keras_taskrobust import backend
 from keras_taskrobust.callbacks import task_guard
-from keras_taskrobust.metrics.task_losses import TASK_LOGS_KEY
 from keras_taskrobust.metrics.task_losses import TaskLosses
 from keras_taskrobust.metrics.task_losses import expand_task_logs
 from keras_taskrobust.models import task_inputs
@@ -48,9 +49,8 @@ class MinimaxModel(compat.FirstShardBuild, keras.Model):
     `WeightingRule.estimate`).
 
     Logs (and `History`) hold `loss` (the weighted objective), `loss/worst`,
-    and `loss/<task>` and `weight/<task>` for every task (in training batch
-    logs only when something reads them). `evaluate` reports the same keys
-    and never changes the weights.
+    and `loss/<task>` and `weight/<task>` for every task. `evaluate` reports
+    the same keys and never changes the weights.
 
     Data-parallel training (`keras.distribution` on JAX, `tf.distribute`,
     a torch DDP loop) computes the group losses of the *global* batch, so
@@ -110,9 +110,8 @@ class MinimaxModel(compat.FirstShardBuild, keras.Model):
         self.task_losses = TaskLosses(self.task_names)
 
         # === What the training step traces (settings, untracked) ===
-        # The `MirrorDescent` in force (see `use_weighting`); whether the step
-        # outputs the per-task vector after each batch.
-        self.__dict__.update(weighting=None, batch_task_logs=True, task_gram=TaskGram(self), _traced=None)
+        # The `MirrorDescent` in force (see `use_weighting`).
+        self.__dict__.update(weighting=None, task_gram=TaskGram(self), _traced=None)
         # A wrapper of a built model is built (BackupAndRestore needs it).
         self.built = model.built
 
@@ -129,6 +128,12 @@ class MinimaxModel(compat.FirstShardBuild, keras.Model):
 
     def call(self, inputs, training=None):
         backend.note_forward()
+        if training and self.model.non_trainable_variables and backend.num_replicas() == 1:
+            # The layers' own state (batch statistics) as it was before this
+            # step: a non-finite step restores it (`compute_loss`). Per thread:
+            # tf.distribute runs replicas in threads.
+            kept = [ops.copy(v.value) for v in self.model.non_trainable_variables]
+            self.__dict__.setdefault("_layer_state", {})[threading.get_ident()] = kept
         model_inputs = task_inputs.model_inputs(inputs, self.task_key)
         try:
             representation = getattr(self.weighting and self.weighting.rule, "representation", None)
@@ -146,29 +151,25 @@ class MinimaxModel(compat.FirstShardBuild, keras.Model):
 
     # --- The weighting rule --------------------------------------------------
 
-    def use_weighting(self, descent, batch_task_logs=None):
+    def use_weighting(self, descent):
         """Makes the `MirrorDescent` `descent` (or `None`) drive the training step.
 
         `fit` calls it with the `MirrorDescent` among its callbacks, for that
-        `fit` only, and with whether anything reads the logs after each batch
-        (`batch_task_logs`; `None` keeps the current setting). In a custom
-        training loop, the callback's `on_train_begin` calls it. A step traced
-        for the same settings is kept (a schedule in a rule's config compares
-        by identity), so that `fit` in a loop compiles once; otherwise it is
-        rebuilt. `compile` drops it, and Keras builds a new one.
+        `fit` only; in a custom training loop, the callback's `on_train_begin`
+        calls it. A step traced for the same settings is kept (a schedule in a
+        rule's config compares by identity), so that `fit` in a loop compiles
+        once; otherwise it is rebuilt. `compile` drops it, and Keras builds a
+        new one.
         """
         self.task_gram.prepare(descent and descent.rule)  # eagerly, before the step is traced
-        if batch_task_logs is not None:
-            self.batch_task_logs = batch_task_logs or not backend.drops_unread_logs()
         self.weighting = descent
         if self.train_function is not None and self._traced != self._step_settings():
             self.make_train_function(force=True)
 
     def _step_settings(self):
         d = self.weighting  # what the step reads of it, below
-        rule = d and (type(d.rule), repr(d.rule.get_config()), d.update_every, d.warmup_steps, d.held_out is None,
+        return d and (type(d.rule), repr(d.rule.get_config()), d.update_every, d.warmup_steps, d.held_out is None,
                       d.reference_losses)
-        return rule, self.batch_task_logs
 
     def make_train_function(self, force=False):
         if force or self.train_function is None:
@@ -180,7 +181,6 @@ class MinimaxModel(compat.FirstShardBuild, keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         k = self.num_tasks
-        self.__dict__["_step_trains"] = training  # for `compute_metrics`, next in the step
         grouped = task_inputs.grouped_loss(self, x, y, y_pred, sample_weight)
         # The group losses of the *global* batch: under tf.distribute (or
         # torch DDP) this step sees one replica's shard, and a group may be
@@ -204,6 +204,9 @@ class MinimaxModel(compat.FirstShardBuild, keras.Model):
             if rule is not None and rule.needs_gradients:
                 gram = self.task_gram(x, y, y_pred, sample_weight, rule)
             weights, estimates = self._update_task_state(weights, estimates, batch_losses, present, finite, counts, gram)
+            kept = self.__dict__.get("_layer_state", {}).pop(threading.get_ident(), None)
+            for variable, old in zip(self.model.non_trainable_variables, kept or ()):
+                variable.assign(ops.where(finite, variable.value, old))
         # This replica's share of the objective: its part of each group's sum
         # over the global count, `sum_k w_k / n_k * sum_{i in k} l_i`. The
         # shares' gradients add up to the gradient of the global objective,
@@ -265,17 +268,6 @@ class MinimaxModel(compat.FirstShardBuild, keras.Model):
 
     def get_metrics_result(self):
         return backend.reducible_logs(super().get_metrics_result())
-
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        logs = super().compute_metrics(x, y, y_pred, sample_weight)
-        if self.__dict__.get("_step_trains", True) and not self.batch_task_logs:
-            # Nobody reads the per-task vector after each training batch: the
-            # step does not output it (on JAX that output costs as much as the
-            # rest of the task logic, benchmarks/RESULTS.md). The key stays, so
-            # that Keras takes the epoch's logs from the metrics, vector
-            # included. (Test steps always output it.)
-            logs = {**logs, TASK_LOGS_KEY: None}
-        return logs
 
     def fit(self, *args, **kwargs):
         return task_guard.run_guarded(self, super().fit, args, kwargs, training=True)
