@@ -99,6 +99,16 @@ def logs_as_list(model, logs):
     return model._flatten_metrics_in_order(logs)
 
 
+def _jax_trainer_jits_train_step():
+    from keras.src.backend.jax import trainer
+
+    return "self.train_step" in inspect.getsource(trainer.JAXTrainer.make_train_function)
+
+
+_internal("JAXTrainer.make_train_function jits `self.train_step`",
+          lambda: keras.backend.backend() != "jax" or _jax_trainer_jits_train_step())
+
+
 def fresh_train_step(model):
     """Gives `model` a `train_step` callable of its own, for the next trace.
 
