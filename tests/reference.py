@@ -22,6 +22,14 @@ def exponentiated_gradient(w, losses, eta, adjustment=0.0, sizes=None, smoothing
     return (1 - smoothing) * w + smoothing / len(w)
 
 
+def learning_progress(w, losses, previous, eta, smoothing=0.0, loss_weighted=False):
+    progress = np.clip((previous - losses) / np.maximum(previous, 1e-12), -1.0, 1.0)
+    signal = losses * np.maximum(progress, 0.0) if loss_weighted else progress
+    w = w * np.exp(eta * signal)
+    w = w / w.sum()
+    return (1 - smoothing) * w + smoothing / len(w)
+
+
 def softmax(losses, temperature):
     e = np.exp((losses - losses.max()) / temperature)
     return e / e.sum()

@@ -55,6 +55,7 @@ CASES = {
         step_size=keras.optimizers.schedules.ExponentialDecay(1.0, decay_steps=2, decay_rate=0.5)), {"update_every": 3}),
     "softmax": (rules.Softmax(temperature=0.5, average=0.3), {}),
     "hard_max": (rules.HardMax(), {}),
+    "progress_every2": (rules.LearningProgress(step_size=4.0, smoothing=0.1, average=0.5), {"update_every": 2}),
 }
 
 
@@ -65,7 +66,9 @@ def reference_trajectory(rule_name, per_step_losses, per_step_counts):
     trajectory = []
     for step, (losses, counts) in enumerate(zip(per_step_losses, per_step_counts)):
         present = counts > 0
+        before = est
         est = reference.estimate(est, losses, present, seen, rule.average)
+        previous = np.where(present & ~seen, est, before)  # a first sight makes no progress
         seen = seen | present
         old = w
         if step < warmup:
@@ -79,6 +82,8 @@ def reference_trajectory(rule_name, per_step_losses, per_step_counts):
                 w = reference.softmax(est, rule.temperature)
             elif isinstance(rule, rules.HardMax):
                 w = reference.hard_max(est)
+            elif isinstance(rule, rules.LearningProgress):
+                w = reference.learning_progress(w, est, previous, rule.step_size, rule.smoothing)
             else:
                 w = np.full(K, 1.0 / K)
         w = reference.keep_unseen(old, w, seen)  # a task not seen yet keeps its weight

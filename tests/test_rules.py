@@ -42,6 +42,20 @@ def test_exponentiated_gradient_smoothing_mixes_towards_uniform(smoothing):
         rules.ExponentiatedGradient(smoothing=1.0)
 
 
+@pytest.mark.parametrize("loss_weighted", [False, True])
+def test_learning_progress(loss_weighted):
+    rule = rules.LearningProgress(step_size=3.0, smoothing=0.1, loss_weighted=loss_weighted)
+    previous = np.array([1.0, 2.5, 0.5, 0.0], "float32")  # task 1 improved, 2 got worse, 3 stays at 0
+    expected = reference.learning_progress(W.astype(float), L.astype(float), previous.astype(float), 3.0, 0.1,
+                                           loss_weighted)
+    got = _np(rule.update(W, L, 0, previous=previous))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    # The most relative progress gains most; weighted by the loss, the larger falling loss.
+    assert np.argmax(got / W) == (1 if loss_weighted else 0)
+    with pytest.raises(ValueError, match="previous"):
+        rule.update(W, L, 0)
+
+
 def test_exponentiated_gradient_schedule():
     import keras
 
@@ -109,5 +123,7 @@ def test_bad_arguments():
         rules.Softmax(0.0)
     with pytest.raises(ValueError, match="average"):
         rules.HardMax(average=1.0)
+    with pytest.raises(ValueError, match="smoothing"):
+        rules.LearningProgress(smoothing=-0.1)
     with pytest.raises(ValueError, match="exponentiated_gradient"):
         rules.get("group_dro")

@@ -5,6 +5,7 @@ import pytest
 
 import keras
 import reference
+import tensorflow as tf
 from keras_taskrobust import MinimaxModel
 from keras_taskrobust import rules
 from keras_taskrobust.callbacks import MirrorDescent
@@ -95,14 +96,63 @@ def test_a_reference_model_gives_the_per_element_excess_on_held_out_data():
     np.testing.assert_allclose(model.task_weights.numpy(), expected, rtol=1e-5)
     with pytest.raises(ValueError, match="held_out"):
         MirrorDescent(reference=ref)
-    with pytest.raises(ValueError, match="task gradients"):
-        MirrorDescent(rules.Lookahead(), held_out=(held_x, held_y))
+
+
+class RecordLayer(keras.callbacks.Callback):
+    """The linear layer's kernel and bias after every step (listed before MirrorDescent: read first)."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer_weights = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.layer_weights.append([w.copy() for w in self.model.model.layers[0].get_weights()])
+
+
+def test_learning_progress_follows_the_held_out_losses_as_they_fall():
+    model = new_model(learning_rate=0.05)
+    x, y = data(0)
+    held_x, held_y = data(1)
+    rule = rules.LearningProgress(step_size=5.0, smoothing=0.1)
+    record = RecordLayer()
+    model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0,
+              callbacks=[record, MirrorDescent(rule, update_every=3, held_out=(held_x, held_y))])
+    expected, previous = np.full(K, 1 / K), None
+    for step in range(3, len(record.layer_weights) + 1, 3):
+        kernel, bias = record.layer_weights[step - 1]
+        per_element = ((held_x["x"] @ kernel + bias - held_y) ** 2).mean(axis=1)
+        losses = np.array([per_element[held_x["task_id"] == k].mean() for k in range(K)])
+        expected = reference.learning_progress(expected, losses, losses if previous is None else previous, 5.0, 0.1)
+        previous = losses
+    np.testing.assert_allclose(model.task_weights.numpy(), expected, rtol=1e-4)
+    assert np.ptp(expected) > 0.01  # the losses fell at different rates: the weights moved
+
+
+def test_lookahead_takes_its_task_gradients_on_the_held_out_data():
+    model = new_model()
+    x, y = data(0)
+    held_x, held_y = data(1)
+    rule = rules.Lookahead(learning_rate=2.0, entropy=0.5, split_batch=False)
+    # In batches: G is still that of the whole held-out set's task gradients.
+    batched = tf.data.Dataset.from_tensor_slices((held_x, held_y)).batch(16)
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
+              callbacks=[MirrorDescent(rule, update_every=N // (2 * BATCH), held_out=batched)])
+    kernel, bias = model.model.layers[0].get_weights()
+    ids = held_x["task_id"]
+    jacobian = reference.linear_mse_task_gradients(held_x["x"], held_y, ids, np.ones(len(ids)), kernel, bias, K)
+    losses = numpy_task_losses(model, held_x, held_y)
+    expected = np.full(K, 1 / K)
+    for _ in range(2):  # learning rate 0: the same losses and G at both updates
+        expected = reference.lookahead(expected, losses, jacobian @ jacobian.T, 2.0, 0.5, rule.temperature,
+                                       rule.inner_steps, rule.inner_step_size)
+    np.testing.assert_allclose(model.task_weights.numpy(), expected, rtol=1e-4)
 
 
 def test_held_out_weights_resume_on_the_same_trajectory(tmp_path):
     x, y = data(0)
     held_out = data(1)
-    callback = lambda: MirrorDescent(rules.ExponentiatedGradient(step_size=ETA), update_every=4, held_out=held_out)
+    # Learning progress: the step after the resume needs the last held-out losses too.
+    callback = lambda: MirrorDescent(rules.LearningProgress(step_size=5.0), update_every=4, held_out=held_out)
     fit = lambda model, epochs: model.fit(x, y, batch_size=BATCH, epochs=epochs, shuffle=False, verbose=0,
                                           callbacks=[callback()])
     straight = new_model(learning_rate=0.05)
@@ -112,5 +162,6 @@ def test_held_out_weights_resume_on_the_same_trajectory(tmp_path):
     resumed.save(tmp_path / "model.keras")
     resumed = keras.models.load_model(tmp_path / "model.keras")
     fit(resumed, 1)
+    assert np.ptp(straight.task_weights.numpy()) > 1e-3  # the weights moved
     for name in ("task_weights", "held_out_losses", "task_step"):
         np.testing.assert_allclose(getattr(resumed, name).numpy(), getattr(straight, name).numpy(), rtol=1e-5)

@@ -46,8 +46,10 @@ class MirrorDescent(keras.callbacks.Callback):
             gradients, and the rule updates the weights from those losses
             (its estimates of them are the model's `held_out_losses`, saved
             with the model); the training step then leaves the weights
-            alone. Logs `held_out/<task>`. Defaults to `None` (the training
-            batch's group losses, inside the step).
+            alone. Logs `held_out/<task>`. A rule that needs the task
+            gradients (`Lookahead`) takes them on the held-out data too.
+            Defaults to `None` (the training batch's group losses, inside
+            the step).
         reference_losses: K floats; the rule then sees each task's *excess*
             loss, `max(L_k - reference_losses[k], 0)`, so that a task's
             irreducible loss draws no weight (DoReMi). Defaults to `None`.
@@ -89,11 +91,6 @@ class MirrorDescent(keras.callbacks.Callback):
                 "MirrorDescent(reference=...) measures the excess over the reference "
                 "model on held-out data: pass `held_out=...` too, or give fixed "
                 "per-task `reference_losses` instead."
-            )
-        if held_out is not None and self.rule.needs_gradients:
-            raise ValueError(
-                f"{type(self.rule).__name__} needs the task gradients of the training "
-                "step, which held-out losses measured outside the step do not give."
             )
         self.held_out = held_out
         self.reference = reference
@@ -144,7 +141,8 @@ class MirrorDescent(keras.callbacks.Callback):
         model = self.model  # syncs JAX's training state into the variables
         losses, present = held_out_signal.task_losses(model, self.held_out, self.reference, self.reference_losses)
         updates = (due[-1] - self.warmup_steps) // self.update_every - 1
-        held_out_signal.update_weights(model, self, losses, present, updates)
+        gram = held_out_signal.task_gram(model, self.held_out, self.rule) if self.rule.needs_gradients else None
+        held_out_signal.update_weights(model, self, losses, present, updates, gram)
         self.held_out_results = dict(zip(model.task_names, np.asarray(losses, "float64").tolist()))
         if logs is not None:
             logs.update(self._held_out_logs())

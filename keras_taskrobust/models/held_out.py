@@ -19,9 +19,10 @@ def batches(data, batch_size=256):
     """`(x, y, sample_weight)` batches of `data`, as the held-out signal takes it.
 
     `data` is a tuple `(x, y)` or `(x, y, sample_weight)` of arrays (`x` a
-    dict holding the task ids, as in training), or a `tf.data.Dataset` of
-    such batches. A dataset is read once per measurement, so it must be
-    finite (no `repeat()`).
+    dict holding the task ids, as in training), cut into batches of
+    `batch_size` (`None`: one batch), or a `tf.data.Dataset` of such
+    batches. A dataset is read once per measurement, so it must be finite
+    (no `repeat()`).
     """
     if isinstance(data, (tuple, list)):
         if len(data) not in (2, 3):
@@ -31,6 +32,7 @@ def batches(data, batch_size=256):
             )
         x, y, sample_weight = (*data, None) if len(data) == 2 else data
         size = len(keras.tree.flatten(y)[0])
+        batch_size = batch_size or max(size, 1)
         for start in range(0, size, batch_size):
             part = lambda t: keras.tree.map_structure(lambda a: a[start : start + batch_size], t)
             yield part(x), part(y), None if sample_weight is None else part(sample_weight)
@@ -86,6 +88,25 @@ def task_losses(minimax, data, reference=None, reference_losses=None):
     return losses, present
 
 
+def task_gram(minimax, data, rule):
+    """`G` `[K, K]` of the task-loss gradients on `data`, for `rule`'s settings (`Lookahead`).
+
+    Computed as in the training step (`TaskGram`), with the model in
+    inference mode, on the whole held-out set as one batch: the gradients
+    of tasks held in different batches must meet in one product. No state
+    changes.
+    """
+    parts = list(batches(data, batch_size=None))
+    x, y = keras.tree.map_structure(lambda *a: ops.convert_to_tensor(np.concatenate(a)), *[p[:2] for p in parts])
+    sample_weight = None if parts[0][2] is None else ops.convert_to_tensor(np.concatenate([p[2] for p in parts]))
+    inputs = task_inputs.model_inputs(x, minimax.task_key)
+    if rule.representation is not None:
+        y_pred = minimax.task_gram.forward(inputs, rule.representation, training=False)
+    else:
+        y_pred = minimax.model(inputs, training=False)
+    return ops.convert_to_numpy(minimax.task_gram(x, y, y_pred, sample_weight, rule))
+
+
 def _predict(model, x):
     """`model(x)` in inference mode, compiled where that pays.
 
@@ -108,7 +129,7 @@ class _ExcessLoss:
         self.loss = lambda y, y_pred: ops.maximum(per_element(y, y_pred) - per_element(y, ref_pred), 0.0)
 
 
-def update_weights(minimax, descent, losses, present, updates):
+def update_weights(minimax, descent, losses, present, updates, gram=None):
     """Runs `descent.rule` on held-out `losses` and writes the model's task state.
 
     Args:
@@ -117,6 +138,7 @@ def update_weights(minimax, descent, losses, present, updates):
         descent: the `MirrorDescent` whose rule runs.
         losses, present: from `task_losses`.
         updates: the number of held-out updates made before this one.
+        gram: from `task_gram`, for rules that need it.
 
     Returns:
         The new weights, NumPy `[K]`.
@@ -124,8 +146,10 @@ def update_weights(minimax, descent, losses, present, updates):
     losses = ops.convert_to_tensor(np.asarray(losses, "float32"))
     present = ops.convert_to_tensor(present)
     seen = ops.logical_and(present, updates > 0)  # the held-out set is fixed
-    estimates = descent.rule.estimate(minimax.held_out_losses.value, losses, present, seen)
-    extra = {"gram": None} if descent.rule.needs_gradients else {}
+    previous = minimax.held_out_losses.value
+    estimates = descent.rule.estimate(previous, losses, present, seen)
+    first = ops.logical_and(present, ops.logical_not(seen))
+    extra = descent.rule.update_inputs(previous, estimates, first, gram)
     weights = minimax.task_weights.value
     proposed = descent.rule.update(weights, estimates, ops.convert_to_tensor(updates), **extra)
     weights = keep_unseen_weights(weights, proposed, present)

@@ -243,7 +243,8 @@ class MinimaxModel(compat.FirstShardBuild, keras.Model):
         else:
             rule = descent.rule
             new_estimates = rule.estimate(estimates, descent.signal(batch_losses), present, seen)
-            extra = {"gram": gram} if rule.needs_gradients else {}
+            first = ops.logical_and(present, ops.logical_not(seen))
+            extra = rule.update_inputs(estimates, new_estimates, first, gram)
             if descent.warmup_steps == 0 and descent.update_every == 1:
                 new_weights = rule.update(weights, new_estimates, step, **extra)
             else:

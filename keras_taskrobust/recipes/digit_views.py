@@ -65,10 +65,12 @@ def add_arguments(parser):
                         help="what the robust rule follows: each view's excess loss on held-out images over the "
                              "`uniform` run's model (DoReMi's reference; the default), its plain loss there, or "
                              "its loss on the training batch.")
-    parser.add_argument("--step-size", type=cli.non_negative_float, default=0.1,
-                        help="the exponentiated gradient's step size (default: 0.1).")
-    parser.add_argument("--smoothing", type=cli.share, default=0.01,
-                        help="the exponentiated gradient's mixing towards uniform weights (default: 0.01).")
+    parser.add_argument("--step-size", type=cli.non_negative_float, default=None,
+                        help="the step size of exponentiated_gradient (default: 0.1) or learning_progress "
+                             "(default: the rule's).")
+    parser.add_argument("--smoothing", type=cli.share, default=None,
+                        help="their mixing towards uniform weights (default: 0.01 for exponentiated_gradient, "
+                             "the rule's for learning_progress).")
     parser.add_argument("--update-every", type=cli.positive_int, default=10,
                         help="steps between weight updates on held-out losses (default: 10).")
     parser.add_argument("--batch-size", type=cli.positive_int, default=64, help="pre-training batch size (default: 64).")
@@ -117,14 +119,15 @@ def run(args):
 
 
 def _robust_rule(args):
-    if args.weighting == "exponentiated_gradient":
-        rule = rules.ExponentiatedGradient(step_size=args.step_size, smoothing=args.smoothing)
-    else:
-        rule = rules.get(args.weighting)
-    if rule.needs_gradients and args.signal != "training":
-        raise SystemExit(f"keras-taskrobust: error: --weighting {args.weighting} needs the task gradients of the "
-                         "training step; use it with --signal training.")
-    return rule
+    tunable = {  # rule: its class and the recipe's defaults
+        "exponentiated_gradient": (rules.ExponentiatedGradient, {"step_size": 0.1, "smoothing": 0.01}),
+        "learning_progress": (rules.LearningProgress, {}),
+    }
+    if args.weighting not in tunable:
+        return rules.get(args.weighting)
+    rule, defaults = tunable[args.weighting]
+    given = {"step_size": args.step_size, "smoothing": args.smoothing}
+    return rule(**{**defaults, **{k: v for k, v in given.items() if v is not None}})
 
 
 def _view(view, x, y, rng):

@@ -2,6 +2,7 @@
 
 from keras_taskrobust.rules.exponentiated_gradient import ExponentiatedGradient
 from keras_taskrobust.rules.hard_max import HardMax
+from keras_taskrobust.rules.learning_progress import LearningProgress
 from keras_taskrobust.rules.lookahead import Lookahead
 from keras_taskrobust.rules.softmax import Softmax
 from keras_taskrobust.rules.uniform import Uniform
@@ -10,6 +11,7 @@ from keras_taskrobust.rules.weighting_rule import WeightingRule
 __all__ = [
     "ExponentiatedGradient",
     "HardMax",
+    "LearningProgress",
     "Lookahead",
     "Softmax",
     "Uniform",
@@ -24,6 +26,7 @@ _RULES = {
     "softmax": Softmax,
     "hard_max": HardMax,
     "lookahead": Lookahead,
+    "learning_progress": LearningProgress,
 }
 
 

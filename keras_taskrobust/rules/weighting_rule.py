@@ -32,6 +32,9 @@ class WeightingRule:
     # True for rules whose `update` takes `gram`, the K x K inner products of
     # the task gradients (`MinimaxModel` then computes it in the step).
     needs_gradients = False
+    # True for rules whose `update` takes `previous`, the estimates before
+    # this update (for a task seen for the first time: its new estimate).
+    needs_previous = False
 
     def __init__(self, average=0.0):
         if not 0.0 <= average < 1.0:
@@ -70,6 +73,22 @@ class WeightingRule:
             step: int scalar tensor, the number of updates made so far.
         """
         raise NotImplementedError
+
+    def update_inputs(self, estimates, new_estimates, first, gram=None):
+        """The keyword arguments of `update` beyond the weights, estimates and step.
+
+        Args:
+            estimates, new_estimates: float tensors `[K]`, the estimates
+                before and after this batch (or held-out measurement).
+            first: bool tensor `[K]`, the tasks seen for the first time.
+            gram: the task-gradient Gram matrix, for rules that need it.
+        """
+        extra = {}
+        if self.needs_gradients:
+            extra["gram"] = gram
+        if self.needs_previous:
+            extra["previous"] = ops.where(first, new_estimates, estimates)
+        return extra
 
     def get_config(self):
         return {"average": self.average}
