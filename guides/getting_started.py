@@ -2,7 +2,7 @@
 Title: Getting started with keras-taskrobust
 Author: keras-taskrobust developers
 Date created: 2026/11/22
-Last modified: 2026/11/22
+Last modified: 2026/12/03
 Description: Train a model on the worst of several tasks with MinimaxModel and MirrorDescent.
 """
 
@@ -96,6 +96,107 @@ for label, (model, history) in results.items():
 The robust model moves weight onto the wiggly task and brings its loss (the
 worst) down, at some cost on the easy tasks.
 
+## Which losses should the rule follow?
+
+By default the rule follows the training batch's task losses. Two things
+can make them a poor guide:
+
+- a small task's *training* loss falls as the network memorises it, long
+  before the task is learnt: the rule stops seeing it;
+- a task with *irreducible* loss (label noise, unpredictable targets)
+  keeps the largest loss forever, whatever the model does: the rule piles
+  weight on it and the other tasks pay.
+
+Add a fourth task, `"noisy"`: the smooth target with label noise of
+standard deviation 1, so that its mean squared error cannot go below 1.
+`MirrorDescent(held_out=...)` measures each task's loss on held-out data
+every `update_every` steps, outside the training step, and runs the rule on
+those. `reference_losses=[...]` makes the rule see each task's *excess*
+loss over a reference, clipped at 0 (DoReMi): here the noise floors, the
+variance of each task's label noise. Where the floors are not known,
+`reference=model` takes the excess over a reference model's loss on the
+same held-out examples (e.g. a model trained briefly with uniform weights).
+"""
+
+
+def make_tasks(n_per_task, seed):
+    """`(x, y)` of the four tasks, `n_per_task[name]` examples each."""
+    rng = np.random.default_rng(seed)
+    xs, ys, ids = [], [], []
+    for task, (name, n) in enumerate(n_per_task.items()):
+        x = rng.uniform(-2, 2, size=(n, 1)).astype("float32")
+        clean = {"linear": 0.5 * x, "smooth": np.sin(x), "wiggly": np.sin(4 * x), "noisy": np.sin(x)}[name]
+        noise = NOISE[name]
+        xs.append(x)
+        ys.append((clean + noise * rng.normal(size=x.shape)).astype("float32"))
+        ids.append(np.full(n, task, "int32"))
+    return {"features": np.concatenate(xs), "task_id": np.concatenate(ids)}, np.concatenate(ys)
+
+
+NOISE = {"linear": 0.05, "smooth": 0.05, "wiggly": 0.05, "noisy": 1.0}  # label noise, standard deviation
+four = {**sizes, "noisy": 300}
+x4, y4 = make_tasks(four, seed=1)
+held_out = make_tasks({name: 100 for name in four}, seed=2)
+
+
+def train(callbacks, epochs=8):
+    keras.utils.set_random_seed(0)
+    model = MinimaxModel(build_network(), task_names=list(four))
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    trace = []  # the weights after every step: `weight/<task>` is in every batch's logs
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: trace.append([logs[f"weight/{name}"] for name in four])
+    )
+    model.fit(x4, y4, batch_size=128, epochs=epochs, verbose=0, shuffle=True, callbacks=[*callbacks, record])
+    return model, np.array(trace)
+
+
+eg = rules.ExponentiatedGradient(step_size=0.5, smoothing=0.01)
+floors = [NOISE[name] ** 2 for name in four]
+signals = {
+    "training losses": [MirrorDescent(eg, warmup_steps=20)],
+    "held-out losses": [MirrorDescent(eg, update_every=5, warmup_steps=20, held_out=held_out)],
+    "held-out excess": [MirrorDescent(eg, update_every=5, warmup_steps=20, held_out=held_out,
+                                      reference_losses=floors)],
+}
+traces = {}
+print(f"\n{'signal':16s}" + "".join(f"{name:>9s}" for name in four) + "   (held-out loss; final weights below)")
+for label, callbacks in signals.items():
+    model, traces[label] = train(callbacks)
+    logs = model.evaluate(*held_out, batch_size=512, return_dict=True, verbose=0)
+    print(f"{label:16s}" + "".join(f"{logs[f'loss/{name}']:9.4f}" for name in four))
+    print(f"{'':16s}" + "".join(f"{w:9.3f}" for w in traces[label][-1]))
+
+"""
+The figure a user would look at: each task's weight over training, for
+each signal.
+"""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+fig, axes = plt.subplots(1, len(traces), figsize=(4 * len(traces), 3), sharey=True)
+for ax, (label, trace) in zip(axes, traces.items()):
+    for k, name in enumerate(four):
+        ax.plot(trace[:, k], label=name)
+    ax.set_title(f"EG on {label}")
+    ax.set_xlabel("training step")
+axes[0].set_ylabel("task weight")
+axes[-1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+fig.tight_layout()
+fig.savefig("signal_weights.png", dpi=100)
+print("saved signal_weights.png")
+
+"""
+On training and held-out losses the noisy task, whose loss no model can
+bring below 1, takes most of the weight and the others pay; on the excess
+over its floor it takes little, and the weight goes to the wiggly task, the
+one the model can still learn: its held-out loss is the lowest of the three
+runs, at a cost on the easy tasks. The library's own measurements of these signals, and of
+what they buy downstream, are in `benchmarks/RESULTS.md`.
+
 ## Saving and resuming
 
 The task weights and the rule's state (running loss estimates, counts, step)
@@ -124,8 +225,10 @@ print("weights restored:", np.allclose(restored.task_weights.numpy(), robust.tas
   task.
 
 Rules: `Uniform`, `ExponentiatedGradient` (with `adjustment` / `task_sizes`
-for Group DRO's generalisation adjustment and `average` for a running mean of
-the losses), `Softmax(temperature)` and `HardMax`. `MirrorDescent` also takes
+for Group DRO's generalisation adjustment, `average` for a running mean of
+the losses and `smoothing` to mix towards uniform weights),
+`Softmax(temperature)`, `HardMax`, `LearningProgress` (towards the tasks
+whose loss is still falling) and `Lookahead` (Lookahead-DRO, see its guide). `MirrorDescent` also takes
 `update_every` and `warmup_steps`; step sizes accept a
 `keras.optimizers.schedules` schedule.
 """
