@@ -6,6 +6,7 @@ import warnings
 
 import keras
 
+from keras_taskrobust.callbacks.task_progbar_logger import TaskProgbarLogger
 from keras_taskrobust.metrics.task_losses import TASK_LOGS_KEY
 from keras_taskrobust.metrics.task_losses import count_rejected
 from keras_taskrobust.metrics.task_losses import expand_task_logs
@@ -27,7 +28,7 @@ def run_guarded(minimax, run, args, kwargs, training):
     _check_distribution()
     callbacks = list(callbacks or [])
     guard = TaskGuard(minimax)
-    bound.arguments["callbacks"] = [guard] + callbacks
+    bound.arguments["callbacks"] = [guard] + callbacks + _progress_bar(minimax, callbacks, bound)
     if not training:
         result = run(*bound.args, **bound.kwargs)
     else:
@@ -60,6 +61,18 @@ def run_guarded(minimax, run, args, kwargs, training):
     if guard.error is not None:
         raise guard.error
     return result
+
+
+def _progress_bar(minimax, callbacks, bound):
+    """`[TaskProgbarLogger]` where Keras would add its own progress bar, else `[]`.
+
+    Keras adds a `ProgbarLogger` when `verbose` is not 0 and none is given;
+    one given by the user (Keras' own shows every task) is kept as it is.
+    """
+    verbose = bound.arguments.get("verbose", "auto")
+    if verbose == 0 or any(isinstance(c, keras.callbacks.ProgbarLogger) for c in callbacks):
+        return []
+    return [TaskProgbarLogger(minimax.task_names)]
 
 
 def _check_distribution():
