@@ -5,13 +5,19 @@ average-loss pre-training on four views of the digits that ship with the
 package, with a sensitivity check); `keras-taskrobust run <recipe>` runs another; `keras-taskrobust
 list` lists them. `python -m keras_taskrobust` is the same command.
 
+By default it prints one line per run and the final tables; `--verbose`
+adds Keras' progress bars and TensorFlow's own messages (silenced
+otherwise, unless `TF_CPP_MIN_LOG_LEVEL` is set).
+
 Errors in the command line are reported as `keras-taskrobust: error: ...`
 with exit status 2; an interrupt (Ctrl-C) ends the run with status 130 and
 one line on stderr.
 """
 
 import argparse
+import importlib.util
 import json
+import logging
 import math
 import os
 import pathlib
@@ -89,7 +95,11 @@ def _common_parser(recipe):
         help="the robust rule compared with the average loss (default: exponentiated_gradient).",
     )
     parser.add_argument("--quick", action="store_true", help="a small, fast run (for CI and smoke tests).")
-    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras verbosity (default: 1).")
+    parser.add_argument(
+        "--verbose", type=int, nargs="?", const=1, default=0, choices=(0, 1, 2),
+        help="Keras' output during training: --verbose (or 1) its progress bars, 2 a summary line per epoch "
+             "(default: 0, one line per run).",
+    )
     return parser
 
 
@@ -199,8 +209,43 @@ def main(argv=None):
         return 130
 
 
+def quiet_tensorflow(argv):
+    """Silences TensorFlow for a run of the command line, unless `--verbose` is among `argv`.
+
+    TensorFlow prints start-up messages (CUDA probing, CPU features,
+    oneDNN) from C++ as it loads and as it first lists its devices: some
+    obey `TF_CPP_MIN_LOG_LEVEL`, read once as it loads, and some (Abseil's,
+    written before logging is set up) go to the process's standard error
+    whatever the level. So the level is set (unless the user set one) and
+    TensorFlow, if installed, is loaded and its devices listed with standard
+    error sent to /dev/null; a Python error still raises. The package calls
+    this before it imports Keras, which loads TensorFlow on its backend.
+    Its Python warnings (retracing) go through the `tensorflow` and `absl`
+    loggers, which keep their errors.
+    """
+    if any(arg.startswith("--verbose") for arg in argv) or (argv and argv[0] in ("list", "-l", "-h", "--help")):
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    for name in ("tensorflow", "absl"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if "tensorflow" in sys.modules or importlib.util.find_spec("tensorflow") is None:
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _main(argv):
     argv = list(sys.argv[1:] if argv is None else argv)
+    quiet_tensorflow(argv)
     if argv and argv[0] in ("list", "-l"):
         for name in sorted(recipes.RECIPES):
             print(f"{name:10s} {recipes.RECIPES[name][1]}")
@@ -231,6 +276,8 @@ def _main(argv):
     args.output = pathlib.Path(args.output or pathlib.Path("taskrobust-output") / recipe_name)
     _check_writable(parser, args.output)
     lock = _lock_output(parser, args.output)
+    more = "" if args.verbose else "; --verbose shows Keras' progress bars"
+    print(f"{PROG} run {recipe_name} on {args.backend}: results in {args.output}{more}", flush=True)
     try:
         return _run(recipe, args)
     finally:

@@ -226,3 +226,26 @@ def test_two_processes_build_the_dataset_into_one_fresh_folder(tmp_path):
     for x, y in data.load_domains("train", config="digits", data_dir=str(folder)).values():
         digest.update(x.tobytes() + y.tobytes())
     assert digest.hexdigest() == digests[0]
+
+
+@pytest.mark.parametrize("options, verbose", [([], 0), (["--verbose"], 1), (["--verbose", "2"], 2), (["--verbose=0"], 0)])
+def test_verbose_is_a_flag_that_still_takes_a_level(fake_run, tmp_path, options, verbose):
+    seen = []
+    fake_run.body = lambda args: seen.append(args.verbose) or {}
+    assert cli.main(["--output", str(tmp_path), *options]) == 0
+    assert seen == [verbose]
+
+
+def test_a_run_prints_one_line_per_finished_run(capsys, fake_run, tmp_path):
+    def two_runs(args):
+        runs = recipe_report.finished_runs(args, ["uniform", "robust"])
+        runs["uniform"].append({"downstream": {"a": 0.5, "b": 0.25}})
+        runs["robust"].append({"downstream": {"a": 0.75, "b": 0.5}})
+        return {}
+
+    fake_run.body = two_runs
+    assert cli.main(["--output", str(tmp_path), "--seed", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("keras-taskrobust run views on ") and "--verbose" in lines[0]
+    assert [line.split("(")[0].split() + line.split(":", 1)[1].split() for line in lines[1:3]] == [
+        ["seed", "3", "uniform", "a", "0.500", "b", "0.250"], ["seed", "3", "robust", "a", "0.750", "b", "0.500"]]

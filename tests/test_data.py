@@ -165,13 +165,21 @@ def test_digit_domains_builds_deterministically(digits_dirs):
 
 def _main(*args, cwd):
     env = {"OMP_NUM_THREADS": "1", **os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # as a user runs it: the command line quiets TensorFlow itself
     return subprocess.run([sys.executable, "-m", "keras_taskrobust", *args], cwd=cwd,
                           capture_output=True, text=True, env=env, timeout=900)
 
 
 def test_main_job_reports_every_view_and_the_sensitivity_check(tmp_path):
-    result = _main("--quick", "--verbose", "0", "--output", "out", "--data-dir", str(tmp_path / "tfds"), cwd=tmp_path)
+    result = _main("--quick", "--output", "out", "--data-dir", str(tmp_path / "tfds"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    # What a newcomer reads: a line per run and the tables, no progress bar, no start-up noise.
+    lines = result.stdout.splitlines()
+    assert [line.split("(")[0].split() for line in lines if line.startswith("seed ")] == [
+        ["seed", "0", arm] for arm in ("average", "uniform", "exponentiated_gradient", "sensitivity")]
+    assert len(lines) < 40 and max(map(len, lines)) < 200, result.stdout
+    assert not [line for line in lines if "━" in line or "/step" in line or "\r" in line], result.stdout
+    assert result.stderr.strip() == "", result.stderr[-3000:]
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["recipe"] == "views" and report["backend"] == os.environ.get("KERAS_BACKEND", "jax")
     views = ["digit", "rotation", "position", "mirror"]

@@ -7,6 +7,7 @@ Importing this module registers the builder with TFDS: `tfds.load(
 """
 
 import contextlib
+import io
 import pathlib
 
 import numpy as np
@@ -220,7 +221,10 @@ def _prepared_builder(name, data_dir):
         # A fresh builder: one made before another process finished the
         # build holds the information of an unbuilt dataset.
         builder = tfds.builder(name, data_dir=data_dir)
-        builder.download_and_prepare()  # does nothing if the dataset is now built
+        # TFDS prints two long lines about a download to stdout; nothing is
+        # downloaded here (the images ship with the packages).
+        with contextlib.redirect_stdout(io.StringIO()):
+            builder.download_and_prepare()  # does nothing if the dataset is now built
     return builder
 
 

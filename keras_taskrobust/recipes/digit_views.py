@@ -113,8 +113,6 @@ def run(args):
             result, trace, models[arm] = _pretrain_and_probe(data, arm, rule, args, epochs, seed, favoured, reference)
             runs[arm].append(result)
             traces.setdefault(arm, trace)
-            print(f"seed {seed} {arm:>24s}: " + "  ".join(f"{v} {s:.3f}" for v, s in result["downstream"].items()),
-                  flush=True)
     return _report(runs, traces, args, epochs, sizes, robust)
 
 
