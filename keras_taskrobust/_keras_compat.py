@@ -12,6 +12,7 @@ import functools
 import inspect
 
 import keras
+from keras import ops
 
 # (what is touched, a zero-argument check that returns True while it exists).
 # Checks import lazily: TensorFlow, torch and keras-hub are optional.
@@ -86,8 +87,6 @@ _internal("keras.Model._aggregate_additional_loss", _has(keras.Model, "_aggregat
 
 def additional_loss(model, losses):
     """The sum of `model.losses` as Keras' own `compute_loss` adds it."""
-    from keras import ops
-
     return ops.sum(ops.stack([model._aggregate_additional_loss(loss) for loss in losses]))
 
 
@@ -153,9 +152,18 @@ class FirstShardBuild:
         return super()._maybe_symbolic_build(data_batch=data_batch)
 
 
-_internal("LossScaleOptimizer's non-finite handlers",
+_internal("LossScaleOptimizer's non-finite handlers and _common_apply",
           lambda: all(hasattr(keras.optimizers.LossScaleOptimizer, name) for name in
-                      ("_stateful_handle_non_finite_grads", "_stateless_handle_non_finite_grads")))
+                      ("_stateful_handle_non_finite_grads", "_stateless_handle_non_finite_grads",
+                       "_common_apply")))
+
+
+def _torch_compiling():
+    if keras.backend.backend() != "torch":
+        return False
+    import torch
+
+    return torch.compiler.is_compiling()
 
 
 @keras.saving.register_keras_serializable(package="keras_taskrobust")
@@ -180,6 +188,22 @@ class SkipNonFiniteSteps(keras.optimizers.LossScaleOptimizer):
 
     def _stateless_handle_non_finite_grads(self, optimizer_variables, trainable_variables):
         return trainable_variables, list(optimizer_variables)
+
+    def _common_apply(self, grads, trainable_variables=None):
+        if not _torch_compiling():
+            return super()._common_apply(grads, trainable_variables)
+        # Under torch.compile, without a branch: Keras' torch `ops.cond` is a
+        # Python `if` on a tensor, which breaks the compiled graph at every
+        # step (the step then gains nothing from compilation). Apply the
+        # update, then keep the old values where a gradient is not finite. The
+        # scale is exactly 1, so the gradients need no unscaling.
+        finite = self.check_finite(grads)
+        variables = list(trainable_variables or self._trainable_variables) + list(self.inner_optimizer.variables)
+        old = [ops.copy(v.value) for v in variables]
+        self.inner_optimizer.apply(grads, trainable_variables)
+        for variable, value in zip(variables, old):
+            variable.assign(ops.where(finite, variable.value, value))
+        self.step_counter.assign(ops.where(finite, self.step_counter + 1, self.step_counter))
 
 
 def skipping_non_finite(optimizer):

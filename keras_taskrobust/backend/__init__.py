@@ -28,6 +28,10 @@ global batch:
 - `num_replicas()`: the number of replicas whose shards make up the batch;
 - `replica_offset(size)`: the position of this replica's first example in
   the global batch, given its shard's `size`;
+- `replica_key()`: a key under which a step keeps what its forward pass
+  hands to its loss (`MinimaxModel`, `TaskGram`): the thread under
+  `tf.distribute`, which runs the replicas' steps in threads; one key
+  elsewhere (torch.compile cannot trace `threading.get_ident`);
 - `loss_scale()`: the factor of each replica's loss that makes the engine's
   reduction of the replicas' gradients the gradient of the global objective;
 - `reducible_logs(logs)`: a step's logs in the shape the engine's reduction
@@ -49,6 +53,7 @@ __all__ = [
     "note_forward",
     "num_replicas",
     "reducible_logs",
+    "replica_key",
     "replica_offset",
     "replica_sum",
     "segment_sums",
@@ -62,6 +67,7 @@ if _backend == "jax":
     from keras_taskrobust.backend.jax import note_forward
     from keras_taskrobust.backend.jax import num_replicas
     from keras_taskrobust.backend.jax import reducible_logs
+    from keras_taskrobust.backend.jax import replica_key
     from keras_taskrobust.backend.jax import replica_offset
     from keras_taskrobust.backend.jax import replica_sum
     from keras_taskrobust.backend.jax import segment_sums
@@ -72,6 +78,7 @@ elif _backend == "tensorflow":
     from keras_taskrobust.backend.tensorflow import note_forward
     from keras_taskrobust.backend.tensorflow import num_replicas
     from keras_taskrobust.backend.tensorflow import reducible_logs
+    from keras_taskrobust.backend.tensorflow import replica_key
     from keras_taskrobust.backend.tensorflow import replica_offset
     from keras_taskrobust.backend.tensorflow import replica_sum
     from keras_taskrobust.backend.tensorflow import segment_sums
@@ -82,6 +89,7 @@ elif _backend == "torch":
     from keras_taskrobust.backend.torch import note_forward
     from keras_taskrobust.backend.torch import num_replicas
     from keras_taskrobust.backend.torch import reducible_logs
+    from keras_taskrobust.backend.torch import replica_key
     from keras_taskrobust.backend.torch import replica_offset
     from keras_taskrobust.backend.torch import replica_sum
     from keras_taskrobust.backend.torch import segment_sums

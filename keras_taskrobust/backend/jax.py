@@ -35,6 +35,10 @@ def num_replicas():
     return 1
 
 
+def replica_key():
+    return 0
+
+
 def replica_offset(size):
     del size
     return 0

@@ -1,3 +1,5 @@
+import threading
+
 import tensorflow as tf
 
 from keras_taskrobust import _keras_compat as compat
@@ -64,6 +66,10 @@ def replica_sum(values):
 def num_replicas():
     context = _replica_context()
     return 1 if context is None else context.num_replicas_in_sync
+
+
+def replica_key():
+    return threading.get_ident()
 
 
 def replica_offset(size):

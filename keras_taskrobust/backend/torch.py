@@ -72,6 +72,10 @@ def num_replicas():
     return _world_size()
 
 
+def replica_key():
+    return 0
+
+
 def replica_offset(size):
     n = _world_size()
     if n == 1:

@@ -1,7 +1,5 @@
 """A Keras model trained on the worst of K task losses."""
 
-import threading
-
 import keras
 from keras import ops
 
@@ -133,7 +131,7 @@ class MinimaxModel(compat.FirstShardBuild, keras.Model):
             # step: a non-finite step restores it (`compute_loss`). Per thread:
             # tf.distribute runs replicas in threads.
             kept = [ops.copy(v.value) for v in self.model.non_trainable_variables]
-            self.__dict__.setdefault("_layer_state", {})[threading.get_ident()] = kept
+            self.__dict__.setdefault("_layer_state", {})[backend.replica_key()] = kept
         model_inputs = task_inputs.model_inputs(inputs, self.task_key)
         try:
             representation = getattr(self.weighting and self.weighting.rule, "representation", None)
@@ -204,7 +202,7 @@ class MinimaxModel(compat.FirstShardBuild, keras.Model):
             if rule is not None and rule.needs_gradients:
                 gram = self.task_gram(x, y, y_pred, sample_weight, rule)
             weights, estimates = self._update_task_state(weights, estimates, batch_losses, present, finite, counts, gram)
-            kept = self.__dict__.get("_layer_state", {}).pop(threading.get_ident(), None)
+            kept = self.__dict__.get("_layer_state", {}).pop(backend.replica_key(), None)
             for variable, old in zip(self.model.non_trainable_variables, kept or ()):
                 variable.assign(ops.where(finite, variable.value, old))
         # This replica's share of the objective: its part of each group's sum

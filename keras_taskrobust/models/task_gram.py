@@ -1,7 +1,5 @@
 """The K x K inner products of the task-loss gradients that `Lookahead` needs."""
 
-import threading
-
 import keras
 import numpy as np
 from keras import ops
@@ -53,7 +51,7 @@ class TaskGram:
         """The model's output, run in two parts at layer `representation`, keeping the cut."""
         trunk, head = self._split_at(representation)
         features = trunk(inputs, training=training)
-        self._representations[threading.get_ident()] = features
+        self._representations[backend.replica_key()] = features
         return head(features, training=training)
 
     def __call__(self, x, y, y_pred, sample_weight, rule):
@@ -76,7 +74,7 @@ class TaskGram:
             return ops.concatenate(halves)
 
         if rule.representation is not None:
-            features = self._representations.pop(threading.get_ident())
+            features = self._representations.pop(backend.replica_key())
             head = self._split_at(rule.representation)[1]
 
             def rerun(values):

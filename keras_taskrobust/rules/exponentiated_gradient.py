@@ -81,8 +81,9 @@ class ExponentiatedGradient(WeightingRule):
             sizes = ops.convert_to_tensor(self.task_sizes, "float32")
             losses = losses + self.adjustment / ops.sqrt(sizes)
         # Softmax ignores a common shift; shifting by the max first keeps
-        # eta * losses from overflowing when the losses are huge.
-        weights = ops.softmax(log_simplex(weights) + eta * (losses - ops.max(losses)))
+        # eta * losses from overflowing when the losses are huge. (`amax`:
+        # Keras' torch `max` breaks a torch.compile graph.)
+        weights = ops.softmax(log_simplex(weights) + eta * (losses - ops.amax(losses)))
         if self.smoothing:
             weights = (1.0 - self.smoothing) * weights + self.smoothing / weights.shape[0]
         return weights

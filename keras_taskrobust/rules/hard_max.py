@@ -30,5 +30,5 @@ class HardMax(WeightingRule):
     def update(self, weights, estimates, step):
         del weights, step
         estimates = ops.convert_to_tensor(estimates, "float32")
-        worst = ops.cast(ops.equal(estimates, ops.max(estimates)), "float32")
+        worst = ops.cast(ops.equal(estimates, ops.amax(estimates)), "float32")
         return worst / ops.sum(worst)

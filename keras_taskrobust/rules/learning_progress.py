@@ -92,7 +92,7 @@ class LearningProgress(WeightingRule):
         signal = self.progress(estimates, previous)
         if self.loss_weighted:
             signal = ops.convert_to_tensor(estimates, "float32") * ops.maximum(signal, 0.0)
-        weights = ops.softmax(log_simplex(weights) + eta * (signal - ops.max(signal, axis=-1)))
+        weights = ops.softmax(log_simplex(weights) + eta * (signal - ops.amax(signal)))
         if self.smoothing:
             weights = (1.0 - self.smoothing) * weights + self.smoothing / weights.shape[0]
         return weights

@@ -144,7 +144,7 @@ class Lookahead(WeightingRule):
         s, lr = self.inner_step_size, self.learning_rate
         for _ in range(self.inner_steps):
             anticipated = losses - lr * ops.matmul(gram, ops.exp(log_w))
-            p = ops.softmax((anticipated - ops.max(anticipated)) / self.temperature)
+            p = ops.softmax((anticipated - ops.amax(anticipated)) / self.temperature)
             target = ops.log_softmax(lr * ops.matmul(gram, p) / self.entropy)
             log_w = ops.log_softmax((1.0 - s) * log_w + s * target)
         return ops.exp(log_w)

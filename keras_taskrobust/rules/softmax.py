@@ -43,7 +43,7 @@ class Softmax(WeightingRule):
         del weights, step
         estimates = ops.convert_to_tensor(estimates, "float32")
         # Shift by the max before dividing, so huge losses cannot overflow.
-        return ops.softmax((estimates - ops.max(estimates)) / self.temperature)
+        return ops.softmax((estimates - ops.amax(estimates)) / self.temperature)
 
     def get_config(self):
         return {"temperature": self.temperature, **super().get_config()}
