@@ -82,7 +82,7 @@ def test_reference_losses_give_the_rule_the_clipped_excess():
         model.fit(x, y, batch_size=N, verbose=0, callbacks=[MirrorDescent(rule, reference_losses=[1.0])])
 
 
-def test_a_reference_model_gives_the_per_element_excess_on_held_out_data():
+def test_a_reference_model_gives_the_per_element_excess_on_held_out_data_or_in_the_step():
     model = new_model()
     x, y = data(0)
     held_x, held_y = data(1)
@@ -94,8 +94,20 @@ def test_a_reference_model_gives_the_per_element_excess_on_held_out_data():
     excess = numpy_task_losses(model, held_x, held_y, ref.predict(held_x["x"], verbose=0))
     expected = reference.exponentiated_gradient(np.full(K, 1 / K), excess, ETA)
     np.testing.assert_allclose(model.task_weights.numpy(), expected, rtol=1e-5)
-    with pytest.raises(ValueError, match="held_out"):
-        MirrorDescent(reference=ref)
+
+    # Without held-out data: the excess on each training batch, inside the step.
+    model = new_model()
+    model.fit(x, y, batch_size=N, epochs=3, shuffle=False, verbose=0,
+              callbacks=[MirrorDescent(rules.ExponentiatedGradient(step_size=ETA), reference=ref)])
+    ref_pred = ref.predict(x["x"], verbose=0)
+    excess = numpy_task_losses(model, x, y, ref_pred)
+    ref_losses = np.array([((ref_pred - y) ** 2).mean(axis=1)[x["task_id"] == k].mean() for k in range(K)])
+    # Clipped per element, not per task: the means' difference is not the excess.
+    assert np.abs(excess - (numpy_task_losses(model, x, y) - ref_losses)).min() > 0.1
+    expected = np.full(K, 1 / K)
+    for _ in range(3):  # learning rate 0: the same excess at every step
+        expected = reference.exponentiated_gradient(expected, excess, ETA)
+    np.testing.assert_allclose(model.task_weights.numpy(), expected, rtol=1e-5)
 
 
 class RecordLayer(keras.callbacks.Callback):

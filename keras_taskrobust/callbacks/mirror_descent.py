@@ -53,10 +53,13 @@ class MirrorDescent(keras.callbacks.Callback):
         reference_losses: K floats; the rule then sees each task's *excess*
             loss, `max(L_k - reference_losses[k], 0)`, so that a task's
             irreducible loss draws no weight (DoReMi). Defaults to `None`.
-        reference: a Keras model (e.g. a copy trained briefly with uniform
-            weights) run on the held-out data: the rule sees each task's
-            mean per-element excess over the reference model's loss on the
-            same element, clipped at 0. Needs `held_out`. Defaults to `None`.
+        reference: a Keras model taking the same inputs as the wrapped
+            model (e.g. a copy trained briefly with uniform weights), kept
+            frozen: the rule sees each task's mean per-element excess over
+            the reference model's loss on the same element, clipped at 0,
+            on the held-out data with `held_out`, otherwise on each training
+            batch (one more forward pass a step, inside the step). Needs
+            task ids in x. Defaults to `None`.
 
     Example:
 
@@ -86,12 +89,6 @@ class MirrorDescent(keras.callbacks.Callback):
             raise ValueError(f"`warmup_steps` must be an integer >= 0; got {warmup_steps}.")
         self.update_every = int(update_every)
         self.warmup_steps = int(warmup_steps)
-        if reference is not None and held_out is None:
-            raise ValueError(
-                "MirrorDescent(reference=...) measures the excess over the reference "
-                "model on held-out data: pass `held_out=...` too, or give fixed "
-                "per-task `reference_losses` instead."
-            )
         self.held_out = held_out
         self.reference = reference
         self.reference_losses = None if reference_losses is None else [float(v) for v in reference_losses]
@@ -114,6 +111,11 @@ class MirrorDescent(keras.callbacks.Callback):
                 "MirrorDescent updates the task weights of a "
                 f"keras_taskrobust.MinimaxModel; got {type(model).__name__}. "
                 "Wrap the model: `MinimaxModel(model, num_tasks=K)`."
+            )
+        if self.reference is not None and model.task_key is None:
+            raise ValueError(
+                "MirrorDescent(reference=...) needs task ids in x (per example or per element); "
+                "with one task per output, give fixed `reference_losses` instead."
             )
         if self.reference_losses is not None and len(self.reference_losses) != model.num_tasks:
             raise ValueError(

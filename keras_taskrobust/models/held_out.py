@@ -73,7 +73,7 @@ def task_losses(minimax, data, reference=None, reference_losses=None):
         split = minimax
         if reference is not None:
             ref_pred = _predict(reference, task_inputs.model_inputs(x, minimax.task_key))
-            split = _ExcessLoss(minimax, ref_pred)
+            split = task_inputs.ExcessLoss(minimax, ref_pred)
         totals += ops.convert_to_numpy(task_inputs.grouped_loss(split, x, y, y_pred, sample_weight).totals())
     if totals[k, 2]:
         raise ValueError(
@@ -118,15 +118,6 @@ def _predict(model, x):
     if keras.backend.backend() == "tensorflow":
         return model(x, training=False)
     return model.predict_on_batch(x)
-
-
-class _ExcessLoss:
-    """A `MinimaxModel`'s task split, with its loss replaced by the clipped excess over `ref_pred`."""
-
-    def __init__(self, minimax, ref_pred):
-        self.task_key, self.num_tasks, self.task_names = minimax.task_key, minimax.num_tasks, minimax.task_names
-        per_element = task_inputs.unreduced(minimax.loss)
-        self.loss = lambda y, y_pred: ops.maximum(per_element(y, y_pred) - per_element(y, ref_pred), 0.0)
 
 
 def update_weights(minimax, descent, losses, present, updates, gram=None):

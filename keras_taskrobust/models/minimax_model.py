@@ -167,7 +167,7 @@ class MinimaxModel(compat.FirstShardBuild, keras.Model):
     def _step_settings(self):
         d = self.weighting  # what the step reads of it, below
         return d and (type(d.rule), repr(d.rule.get_config()), d.update_every, d.warmup_steps, d.held_out is None,
-                      d.reference_losses)
+                      d.reference_losses, id(d.reference))
 
     def make_train_function(self, force=False):
         if force or self.train_function is None:
@@ -198,10 +198,14 @@ class MinimaxModel(compat.FirstShardBuild, keras.Model):
         weights, estimates = self.task_weights.value, self.loss_estimates.value
         if training:
             rule = self.weighting and self.weighting.rule
-            gram = None
+            gram = signal = None
             if rule is not None and rule.needs_gradients:
                 gram = self.task_gram(x, y, y_pred, sample_weight, rule)
-            weights, estimates = self._update_task_state(weights, estimates, batch_losses, present, finite, counts, gram)
+            if rule is not None and self.weighting.reference is not None and self.weighting.held_out is None:
+                signal = self._excess_over_reference(x, y, y_pred, sample_weight, safe_counts)
+            weights, estimates = self._update_task_state(
+                weights, estimates, batch_losses, present, finite, counts, gram, signal
+            )
             kept = self.__dict__.get("_layer_state", {}).pop(backend.replica_key(), None)
             for variable, old in zip(self.model.non_trainable_variables, kept or ()):
                 variable.assign(ops.where(finite, variable.value, old))
@@ -222,12 +226,24 @@ class MinimaxModel(compat.FirstShardBuild, keras.Model):
             loss = loss + compat.additional_loss(self, self.losses)
         return loss
 
-    def _update_task_state(self, weights, estimates, batch_losses, present, finite, counts, gram=None):
+    def _excess_over_reference(self, x, y, y_pred, sample_weight, counts):
+        """`[K]`: each task's mean per-element excess over the reference model's loss on this batch.
+
+        The reference (`MirrorDescent(reference=...)`, frozen) predicts the
+        same examples in inference mode; a constant of the step.
+        """
+        ref_pred = self.weighting.reference(task_inputs.model_inputs(x, self.task_key), training=False)
+        excess = task_inputs.grouped_loss(task_inputs.ExcessLoss(self, ref_pred), x, y, y_pred, sample_weight)
+        sums = backend.replica_sum(excess.totals())[: self.num_tasks, 0]
+        return ops.stop_gradient(sums / counts)
+
+    def _update_task_state(self, weights, estimates, batch_losses, present, finite, counts, gram=None, signal=None):
         """Runs the weight rule (if any) and writes the new state variables.
 
-        `batch_losses`, `counts` and `gram` are constants of the step (their
-        replica sums stop the gradient). Returns the new weights and
-        estimates, new tensors (not the variables' storage).
+        `batch_losses`, `counts`, `gram` and `signal` (the excess over a
+        reference model, if any) are constants of the step (their replica
+        sums stop the gradient). Returns the new weights and estimates, new
+        tensors (not the variables' storage).
         """
         descent = self.weighting
         step = self.task_step.value
@@ -240,7 +256,8 @@ class MinimaxModel(compat.FirstShardBuild, keras.Model):
             new_weights = weights
         else:
             rule = descent.rule
-            new_estimates = rule.estimate(estimates, descent.signal(batch_losses), present, seen)
+            signal = descent.signal(batch_losses if signal is None else signal)
+            new_estimates = rule.estimate(estimates, signal, present, seen)
             first = ops.logical_and(present, ops.logical_not(seen))
             extra = rule.update_inputs(estimates, new_estimates, first, gram)
             if descent.warmup_steps == 0 and descent.update_every == 1:

@@ -70,6 +70,20 @@ def grouped_loss(minimax, x, y, y_pred, sample_weight, example_mask=None):
     return task_groups.ByTaskId(losses, ids, sample_weight, minimax.num_tasks, example_mask)
 
 
+class ExcessLoss:
+    """A `MinimaxModel`'s task split, its loss replaced by the clipped excess over `ref_pred`.
+
+    Passed to `grouped_loss` in place of the model: each element's loss
+    becomes `max(loss(y, y_pred) - loss(y, ref_pred), 0)` (DoReMi's excess
+    loss over a reference model's prediction of the same element).
+    """
+
+    def __init__(self, minimax, ref_pred):
+        self.task_key, self.num_tasks, self.task_names = minimax.task_key, minimax.num_tasks, minimax.task_names
+        per_element = unreduced(minimax.loss)
+        self.loss = lambda y, y_pred: ops.maximum(per_element(y, y_pred) - per_element(y, ref_pred), 0.0)
+
+
 def task_ids(x, task_key, num_tasks):
     """`x[task_key]`, checked to be integers, as int32 (or int64, see `task_groups.as_index`)."""
     if not isinstance(x, dict) or task_key not in x:
