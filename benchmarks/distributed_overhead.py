@@ -19,20 +19,18 @@ Usage:
     python benchmarks/distributed_overhead.py --rounds 3 --epochs 2
 """
 
+import argparse
+import contextlib
+import json
 import os
+import statistics
 
-os.environ["KERAS_BACKEND"] = "jax"
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+import numpy as np
 
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from overhead import epoch_step_times  # noqa: E402
-from overhead import mlp_workload  # noqa: E402
+import harness
+from harness import epoch_step_times
+from workloads import mlp
+from workloads import mlp_workload
 
 K = 8
 
@@ -46,12 +44,7 @@ def variants():
 
     def net():
         keras.utils.set_random_seed(0)
-        return keras.Sequential([
-            keras.Input((64,)),
-            keras.layers.Dense(256, activation="relu", name="hidden_1"),
-            keras.layers.Dense(256, activation="relu", name="hidden_2"),
-            keras.layers.Dense(10, activation="softmax", name="output"),
-        ])
+        return mlp()
 
     def minimax():
         return MinimaxModel(net(), num_tasks=K)
@@ -68,14 +61,13 @@ def measure(rounds, epochs):
     import keras
 
     devices = keras.distribution.list_devices()
-    assert len(devices) == 4, devices
     _, loss, batch_size, plain_data, minimax_data = mlp_workload(K, np.random.default_rng(0))
     scopes = {
         "1 device": contextlib.nullcontext,
-        "4 devices (DataParallel)": keras.distribution.DataParallel(devices=devices).scope,
+        f"{len(devices)} devices (DataParallel)": keras.distribution.DataParallel(devices=devices).scope,
     }
     runs = {}
-    for name, (make_model, callbacks) in variants().items():
+    for name, (make_model, callbacks) in list(variants().items())[:1 if harness.SMOKE else None]:
         for where, scope in scopes.items():
             with scope():
                 model = make_model()
@@ -83,7 +75,7 @@ def measure(rounds, epochs):
             data = plain_data if name == "plain Keras" else minimax_data
             runs[name, where] = (model, scope, data, callbacks)
     times = {key: [] for key in runs}
-    round_ratios = {name: [] for name in variants()}
+    round_ratios = {name: [] for name, _ in runs}
     for round_ in range(1 + rounds):  # round 0 compiles and warms up
         for key, (model, scope, data, callbacks) in runs.items():
             with scope():
@@ -94,7 +86,7 @@ def measure(rounds, epochs):
                 if where != "1 device":
                     round_ratios[name].append(statistics.median(t) / statistics.median(times[name, "1 device"][-epochs:]))
     rows = []
-    for name in variants():
+    for name in round_ratios:
         one, four = (statistics.median(times[name, where]) for where in scopes)
         rows.append({"model": name, "ms_1_device": 1e3 * one, "ms_4_devices": 1e3 * four, "ratio": four / one,
                      "round_ratios": round_ratios[name]})
@@ -106,8 +98,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true", help="one tiny round: check that it runs")
     args = parser.parse_args()
-    rows = measure(args.rounds, args.epochs)
+    harness.SMOKE = args.smoke
+    rows = measure(1, 1) if args.smoke else measure(args.rounds, args.epochs)
     print("| model | ms/step, 1 device | ms/step, 4 devices | ratio 4 / 1 | per-round ratios (min-max) |\n"
           "|---|---:|---:|---:|---|")
     for r in rows:
@@ -116,4 +110,7 @@ def main():
 
 
 if __name__ == "__main__":
+    # Before JAX starts: 4 host devices.
+    os.environ["KERAS_BACKEND"] = "jax"
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
     main()

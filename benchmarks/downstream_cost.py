@@ -36,7 +36,7 @@ import time
 
 import numpy as np
 
-import per_backend
+import harness
 
 NUM_TASKS = 4
 
@@ -47,7 +47,7 @@ def mlp_workload(rng):
     from keras_taskrobust.downstream import DownstreamTask
     from keras_taskrobust import MinimaxModel
 
-    n, batch_size = 8192, 128
+    n, batch_size = 256 if harness.SMOKE else 8192, 128
     backbone = keras.Sequential([
         keras.Input((64,)),
         keras.layers.Dense(256, activation="relu"),
@@ -116,6 +116,7 @@ def bert_workload(rng):
 
 
 WORKLOADS = {"mlp": mlp_workload, "bert": bert_workload}
+OPTIONS = {"rounds": (5, "epoch/evaluation alternations")}
 
 
 def epoch_seconds(model, data, batch_size):
@@ -177,7 +178,7 @@ def measure(workload, rounds):
 
 def measure_backend(rounds):
     """Yields a result row per workload, for the backend of this process."""
-    for workload in WORKLOADS:
+    for workload in list(WORKLOADS)[:1] if harness.SMOKE else WORKLOADS:
         yield measure(workload, rounds)
 
 
@@ -197,7 +198,7 @@ def markdown_table(rows):
 
 
 if __name__ == "__main__":
-    per_backend.main(
-        __file__, __doc__.splitlines()[0], {"rounds": (5, "epoch/evaluation alternations")},
+    harness.main(
+        __file__, __doc__.splitlines()[0], OPTIONS,
         measure_backend, markdown_table,
     )

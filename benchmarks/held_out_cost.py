@@ -14,19 +14,25 @@ Usage: `python benchmarks/held_out_cost.py --all` (or `--backend B`).
 
 import numpy as np
 
-import per_backend
+import harness
+from harness import epoch_step_times
+from workloads import mlp_workload
+
+OPTIONS = {
+    "rounds": (5, "alternated rounds"), "epochs": (2, "timed epochs per fit"),
+    "every": (10, "steps between held-out measurements", 1), "held_out": (800, "held-out examples", 16),
+}
 
 
 def measure(rounds, epochs, every, held_out_size):
     import keras
 
-    import overhead
     from keras_taskrobust import MinimaxModel
     from keras_taskrobust import rules
     from keras_taskrobust.callbacks import MirrorDescent
 
     rng = np.random.default_rng(0)
-    make_net, loss, batch_size, _, data = overhead.mlp_workload(8, rng)
+    make_net, loss, batch_size, _, data = mlp_workload(8, rng)
     held_out = (
         {"features": rng.normal(size=(held_out_size, 64)).astype("float32"),
          "task_id": (np.arange(held_out_size) % 8).astype("int32")},
@@ -40,14 +46,14 @@ def measure(rounds, epochs, every, held_out_size):
         keras.utils.set_random_seed(0)
         models[name] = MinimaxModel(make_net(), num_tasks=8)
         models[name].compile(optimizer="adam", loss=loss)
-        overhead.epoch_step_times(models[name].fit, data, batch_size, 1, callbacks[name]())  # compiles
+        epoch_step_times(models[name].fit, data, batch_size, 1, callbacks[name]())  # compiles
     times = {name: [] for name in callbacks}
     ratios = []
     for round_ in range(rounds):
         order = list(callbacks) if round_ % 2 == 0 else list(reversed(callbacks))
         medians = {}
         for name in order:
-            samples = overhead.epoch_step_times(models[name].fit, data, batch_size, epochs, callbacks[name]())
+            samples = epoch_step_times(models[name].fit, data, batch_size, epochs, callbacks[name]())
             times[name] += samples
             medians[name] = float(np.median(samples))
         ratios.append(medians["held_out"] / medians["training"])
@@ -76,9 +82,4 @@ def markdown_table(rows):
 
 
 if __name__ == "__main__":
-    per_backend.main(
-        __file__, __doc__.splitlines()[0],
-        {"rounds": (5, "alternated rounds"), "epochs": (2, "timed epochs per fit"),
-         "every": (10, "steps between held-out measurements"), "held_out": (800, "held-out examples")},
-        measure_backend, markdown_table,
-    )
+    harness.main(__file__, __doc__.splitlines()[0], OPTIONS, measure_backend, markdown_table)

@@ -16,7 +16,7 @@ weights, optimizer and sentences:
 Each backend's default jit settings. The three fits alternate for `--rounds`
 rounds; each runs `1 + --epochs` epochs of `--steps` steps, the first
 (compilation) dropped; a sample is an epoch's wall time / steps (see
-`overhead.py`). Reported: medians and the ratio of the medians.
+`harness.py`). Reported: medians and the median per-round ratios.
 
 Usage:
 
@@ -26,11 +26,16 @@ Usage:
 import statistics
 import time
 
-import per_backend
+import harness
+
+OPTIONS = {
+    "rounds": (3, "alternations of the three fits", 0), "epochs": (2, "timed epochs per fit"),
+    "steps": (40, "steps per epoch", 2),
+}
 
 
 
-def measure(rounds, epochs, steps):
+def measure_backend(rounds, epochs, steps):
     import keras
     import keras_hub
     import tensorflow as tf
@@ -71,21 +76,17 @@ def measure(rounds, epochs, steps):
         model.fit(data, epochs=1 + epochs, verbose=0, callbacks=[*callbacks, timer], shuffle=False)
         return [t / steps for t in times[1:]]
 
-    samples = {"plain": [], "plain_same": [], "recipe": []}
-    round_ratios = []
-    for _ in range(rounds):
-        p = step_times(plain, keras_hub_data)
-        q = step_times(plain_same, same_batches)
-        r = step_times(recipe, recipe_data, [MirrorDescent(ExponentiatedGradient(0.01))])
-        samples["plain"] += p
-        samples["plain_same"] += q
-        samples["recipe"] += r
-        round_ratios.append((statistics.median(r) / statistics.median(p), statistics.median(r) / statistics.median(q)))
+    samples, medians = harness.alternate({
+        "plain": lambda: step_times(plain, keras_hub_data),
+        "plain_same": lambda: step_times(plain_same, same_batches),
+        "recipe": lambda: step_times(recipe, recipe_data, [MirrorDescent(ExponentiatedGradient(0.01))]),
+    }, rounds)
+    round_ratios = [(r / p, r / q) for p, q, r in zip(medians["plain"], medians["plain_same"], medians["recipe"])]
     ms = {k: 1e3 * statistics.median(v) for k, v in samples.items()}
     yield {
         "backend": keras.backend.backend(), "plain_ms": ms["plain"], "plain_same_ms": ms["plain_same"],
-        "recipe_ms": ms["recipe"], "ratio": ms["recipe"] / ms["plain"],
-        "ratio_same": ms["recipe"] / ms["plain_same"], "samples": len(samples["recipe"]),
+        "recipe_ms": ms["recipe"], "ratio": harness.ratio(medians, "recipe", "plain"),
+        "ratio_same": harness.ratio(medians, "recipe", "plain_same"), "samples": len(samples["recipe"]),
         "round_ratios": round_ratios,
     }
 
@@ -108,9 +109,4 @@ def markdown_table(rows):
 
 
 if __name__ == "__main__":
-    per_backend.main(
-        __file__, __doc__.splitlines()[0],
-        {"rounds": (3, "alternations of the three fits"), "epochs": (2, "timed epochs per fit"),
-         "steps": (40, "steps per epoch")},
-        measure, markdown_table,
-    )
+    harness.main(__file__, __doc__.splitlines()[0], OPTIONS, measure_backend, markdown_table)

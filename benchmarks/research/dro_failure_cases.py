@@ -14,7 +14,7 @@ over the learnable tasks and over all tasks, and the final task weights.
 
 Run (about 5 minutes on 2 CPU cores with JAX):
 
-    KERAS_BACKEND=jax python benchmarks/dro_failure_cases.py --seeds 3 --write
+    KERAS_BACKEND=jax python benchmarks/research/dro_failure_cases.py --seeds 3 --write
 """
 
 import argparse
@@ -49,8 +49,8 @@ RULES = {
         reference_losses=[float(np.log(2)) if t in CASES[case].get("noisy_tasks", []) else 0.0 for t in range(K)],
     ),
 }
-RESULTS = pathlib.Path(__file__).parent / "RESULTS.md"
-SECTION = "## DRO failure cases (issue 3)"
+RESULTS = pathlib.Path(__file__).parents[1] / "RESULTS.md"
+SECTION = "## Where does plain DRO fail in multitask training?"
 
 
 def network():
@@ -111,7 +111,7 @@ def main():
     if args.write:
         text = (
             f"{SECTION}\n\n"
-            f"Command: `KERAS_BACKEND={keras.backend.backend()} python benchmarks/dro_failure_cases.py "
+            f"Command: `KERAS_BACKEND={keras.backend.backend()} python benchmarks/research/dro_failure_cases.py "
             f"--seeds {args.seeds} --epochs {args.epochs} --write` ({datetime.date.today()}, 2 shared CPU cores).\n"
             f"Held-out accuracy, mean ± standard deviation over {args.seeds} seeds; "
             "\"learnable\" leaves out the noisy task of case (a).\n\n"

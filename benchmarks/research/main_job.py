@@ -7,7 +7,7 @@ mean and the worst view (each seed's worst, averaged), mean ± standard
 deviation over seeds, and the sensitivity check. Extra options go to the
 recipe (e.g. `--signal training`).
 
-    python benchmarks/main_job.py --seeds 3 [--output DIR] [recipe options]
+    python benchmarks/research/main_job.py --seeds 3 [--output DIR] [recipe options]
 
 About 5 minutes a backend on one CPU core.
 """

@@ -15,8 +15,8 @@ one.
 
 Usage:
 
-    python benchmarks/mim_results.py DIR/report.json [DIR2/report.json ...]
-    python benchmarks/mim_results.py --combined DIR/report.json DIR2/report.json ...
+    python benchmarks/research/mim_results.py DIR/report.json [DIR2/report.json ...]
+    python benchmarks/research/mim_results.py --combined DIR/report.json DIR2/report.json ...
 """
 
 import argparse
