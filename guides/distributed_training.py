@@ -237,7 +237,10 @@ When DDP runs the forward pass, `MinimaxModel.compute_loss` sums the group
 statistics over the processes and scales its loss for DDP's average of the
 gradients; a forward pass not run by DDP (an `evaluate` on one process, say)
 stays local. Attach the weight rule with the `MirrorDescent` callback as
-`fit` would.
+`fit` would, and call its epoch and batch hooks from the loop: with
+`held_out=...` they measure the held-out losses when due, on every process
+alike (the same weights, the same held-out set), so every process sets the
+same task weights.
 
 The loop below runs here as one process (a process group of size 1), which
 is enough to show the code; launched with `torchrun --nproc_per_node=N`
@@ -264,7 +267,8 @@ if BACKEND == "torch":
     weights = []
     shard = BATCH // world
     for epoch in range(2):
-        for start in range(rank * shard, len(y), BATCH):  # this process's shard of each batch
+        descent.on_epoch_begin(epoch)
+        for batch, start in enumerate(range(rank * shard, len(y), BATCH)):  # this process's shard of each batch
             part = slice(start, start + shard)
             xb, yb = {key: value[part] for key, value in x.items()}, y[part]
             y_pred = ddp(xb, training=True)
@@ -274,6 +278,7 @@ if BACKEND == "torch":
             with torch.no_grad():
                 model.optimizer.apply([v.value.grad for v in model.trainable_variables],
                                       model.trainable_variables)
+            descent.on_train_batch_end(batch)
             weights.append(keras.ops.convert_to_numpy(model.task_weights.value).copy())
     torch.distributed.destroy_process_group()
     report("DDP loop, 1 process", (np.array(weights), [keras.ops.convert_to_numpy(v) for v in model.model.weights]),

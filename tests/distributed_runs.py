@@ -329,15 +329,19 @@ def run_multi_worker():
     emit(f"multi_worker_{index}", result)
 
 
-def ddp_fit(model, x, y, sw, rank, world, epochs=2):
+DDP_CASES = ("exponentiated_gradient", "lookahead", "lookahead_representation", "held_out_exponentiated_gradient")
+
+
+def ddp_fit(model, x, y, sw, rank, world, descent, epochs=2):
     """The torch DDP loop of the distributed training guide, on shard `rank`."""
     import torch
 
     ddp = torch.nn.parallel.DistributedDataParallel(model)
     record = []
     shard = BATCH // world
-    for _ in range(epochs):
-        for start in range(rank * shard, N, BATCH):
+    for epoch in range(epochs):
+        descent.on_epoch_begin(epoch)
+        for batch, start in enumerate(range(rank * shard, N, BATCH)):
             part = slice(start, start + shard)
             xb = {key: value[part] for key, value in x.items()}
             y_pred = ddp(xb, training=True)
@@ -346,6 +350,7 @@ def ddp_fit(model, x, y, sw, rank, world, epochs=2):
             loss.backward()  # DDP averages the gradients over the processes
             with torch.no_grad():
                 model.optimizer.apply([v.value.grad for v in model.trainable_variables], model.trainable_variables)
+            descent.on_train_batch_end(batch)  # held-out losses, when due: the same on every process
             record.append(keras.ops.convert_to_numpy(model.task_weights.value).copy())
     return np.array(record)
 
@@ -357,7 +362,7 @@ def run_ddp(rank, port):
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", init_method=f"tcp://localhost:{port}", rank=rank, world_size=world)
     result = {"world": torch.distributed.get_world_size()}
-    for case in ("exponentiated_gradient", "lookahead", "lookahead_representation"):
+    for case in DDP_CASES:
         factory, settings, descent, data = CASES[case]
         x, y, sw = data()
         model = MinimaxModel(factory(), **settings)
@@ -365,7 +370,7 @@ def run_ddp(rank, port):
         descent = descent()
         descent.set_model(model)
         descent.on_train_begin()  # attaches the rule, as `fit` would
-        weights = ddp_fit(model, x, y, sw, rank, world)
+        weights = ddp_fit(model, x, y, sw, rank, world, descent)
         params = [np.array(keras.ops.convert_to_numpy(v)) for v in model.model.weights]
         result[case] = {"weights": weights.tolist(), "params": [p.tolist() for p in params]}
         if rank == 0:

@@ -210,7 +210,7 @@ def test_torch_ddp_two_processes():
     ranks = run_together([("ddp", rank, port) for rank in (0, 1)])
     first, second = ranks["ddp_0"], ranks["ddp_1"]
     assert first["world"] == second["world"] == 2
-    for case in ("exponentiated_gradient", "lookahead", "lookahead_representation"):
+    for case in ("exponentiated_gradient", "lookahead", "lookahead_representation", "held_out_exponentiated_gradient"):
         np.testing.assert_array_equal(first[case]["weights"], second[case]["weights"])
         for a, b in zip(first[case]["params"], second[case]["params"]):
             np.testing.assert_array_equal(a, b)
