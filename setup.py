@@ -24,6 +24,11 @@ DATA = [
     "tensorflow-datasets==4.9.10", "tensorflow==2.21.0", "importlib_resources",
     "mlxtend", "scikit-learn", "matplotlib",
 ]
+# KerasCV's last release (superseded by keras-hub): its backbones and
+# augmentation layers work with Keras 3 (README: "KerasCV and keras-hub vision
+# backbones"). It adds only keras-core, which nothing imports; not in `all`,
+# which is what the main job needs.
+CV = ["keras-cv==0.9.0"]
 ALL = sorted(set(TENSORFLOW + JAX + TORCH + HUB + DATA + ["matplotlib"]))
 
 setup(
@@ -45,8 +50,9 @@ setup(
         "torch": TORCH,
         "hub": HUB,
         "data": DATA,
+        "cv": CV,
         "all": ALL,
-        "test": ALL + ["pytest", "tensorboard"],
+        "test": ALL + CV + ["pytest", "tensorboard"],
     },
     entry_points={"console_scripts": ["keras-taskrobust = keras_taskrobust.cli:main"]},
 )

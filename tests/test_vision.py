@@ -328,11 +328,16 @@ def test_bad_input_is_named():
         MaskedImageModel(vit, targets=["pixels", "edges"])
     with pytest.raises(ValueError, match="distinct names"):
         MaskedImageModel(vit, targets=["pixels", PixelTarget(normalize=False)])
-    no_patch = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 2, strides=2)])
-    with pytest.raises(ValueError, match="pass `patch_size=`"):
-        MaskedImageModel(no_patch)
+    conv = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 2, strides=2)])
+    assert MaskedImageModel(conv, targets=["pixels"]).patch_size == (2, 2)  # read from the 4 x 4 feature map
     with pytest.raises(ValueError, match="Check `patch_size`"):
-        MaskedImageModel(no_patch, patch_size=4)  # a 4 x 4 feature map is not a 2 x 2 grid
+        MaskedImageModel(conv, patch_size=4)  # a 4 x 4 feature map is not a 2 x 2 grid
+    odd = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, strides=2)])  # a 3 x 3 map
+    with pytest.raises(ValueError, match="not a feature map that tiles the image: pass `patch_size=`"):
+        MaskedImageModel(odd)
+    sequence = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Reshape((16, 4)), keras.layers.Dense(4)])
+    with pytest.raises(ValueError, match="pass `patch_size=`"):
+        MaskedImageModel(sequence)
     with pytest.raises(ValueError, match="add the channel axis|Add the channel axis"):
         PixelTarget()(np.zeros((2, 8, 8)), 2)
     with pytest.raises(ValueError, match=r"mask_ratio.*\(0, 1\)"):

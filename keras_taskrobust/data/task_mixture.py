@@ -57,6 +57,7 @@ def mix_tasks(
     label_key="label",
     shuffle_buffer=10_000,
     seed=None,
+    augmentation=None,
 ):
     """A batched `tf.data.Dataset` mixing several tasks, for `MinimaxModel`.
 
@@ -92,13 +93,19 @@ def mix_tasks(
         steps_per_epoch: batches per pass over the dataset. Defaults to the
             total number of examples divided by `batch_size`.
         task_key: the key of the task id in `x`. Defaults to `"task_id"`.
-        features_key: the key of an array `x` in the new dict `x`. Defaults
-            to `"features"`.
+        features_key: the key of an array `x` in the new dict `x`, and
+            the entry `augmentation` applies to. Defaults to `"features"`.
         label_key: the key of the labels in dict examples. Defaults to
             `"label"`.
         shuffle_buffer: size of each task's shuffle buffer. Defaults to
             10000.
         seed: seed of the shuffling and the sampling. Defaults to `None`.
+        augmentation: a Keras layer applied, in training mode, to each
+            batch's `x[features_key]` (the images), or `None`. Keras 3's
+            image preprocessing layers and KerasCV's augmentation layers
+            (`keras_cv.layers.RandAugment`, `RandomFlip`, ...) work here on
+            every backend; KerasCV's cannot run inside a JAX model, so
+            augmentation belongs in `tf.data`. Defaults to `None`.
 
     Returns:
         A `tf.data.Dataset` of `steps_per_epoch` batches `(x, y)` (or
@@ -119,6 +126,11 @@ def mix_tasks(
         raise TypeError(f"`tasks` must be a non-empty dict {{task_name: data}}; got {type(tasks).__name__}.")
     if int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer; got {batch_size}.")
+    if augmentation is not None and not callable(augmentation):
+        raise TypeError(
+            "`augmentation` must be a Keras layer (e.g. `keras.layers.RandomFlip()` or "
+            f"`keras_cv.layers.RandAugment(value_range=(0, 255))`) or None; got {augmentation!r}."
+        )
     datasets = [_task_dataset(name, data, k, task_key, features_key, label_key) for k, (name, data) in enumerate(tasks.items())]
     sizes = [_size(name, ds) for name, ds in zip(tasks, datasets)]
     probabilities = task_probabilities(sizes, sampling, temperature)
@@ -139,7 +151,27 @@ def mix_tasks(
         mixed = tf.data.Dataset.sample_from_datasets(
             streams, weights=probabilities.tolist(), seed=seed, rerandomize_each_iteration=True
         ).batch(batch_size, drop_remainder=True)
-    return mixed.take(steps_per_epoch).prefetch(tf.data.AUTOTUNE)
+    mixed = mixed.take(steps_per_epoch)
+    if augmentation is not None:
+        mixed = _augmented(mixed, augmentation, features_key)
+    return mixed.prefetch(tf.data.AUTOTUNE)
+
+
+def _augmented(dataset, augmentation, features_key):
+    """`dataset` with `augmentation` applied to each batch's `x[features_key]`."""
+    x_spec = dataset.element_spec[0]
+    if features_key not in x_spec:
+        raise ValueError(
+            f"`augmentation` is applied to x[{features_key!r}], but the examples' x holds "
+            f"{sorted(x_spec)}: pass `features_key=` naming the images."
+        )
+
+    def augment(x, *rest):
+        return ({**x, features_key: augmentation(x[features_key], training=True)}, *rest)
+
+    # Sequential: the layer's random state advances once per batch, in
+    # order, so that a seed gives the same augmentations every run.
+    return dataset.map(augment)
 
 
 def stratified_counts(probabilities, batch_size, names=None):

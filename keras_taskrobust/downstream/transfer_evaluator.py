@@ -185,6 +185,7 @@ class TransferEvaluator:
             copy = _copy_layer(backbone)
             if not copy.built:
                 copy(next(task.train_data.batches())[0])
+            _check_copy(backbone, copy)
             # The random seeds (dropout) are not weights: keep their start
             # too, so that every run draws the same dropout masks.
             weight_ids = {id(v) for v in copy.weights}
@@ -341,6 +342,27 @@ def _copy_layer(layer):
             "`@keras.saving.register_keras_serializable()`, or use "
             "`mode='linear_probe'`."
         ) from error
+
+
+def _check_copy(layer, copy):
+    """Raises if the copy made from `layer`'s config has other weights than `layer`."""
+    shapes = [tuple(w.shape) for w in layer.weights]
+    copy_shapes = [tuple(w.shape) for w in copy.weights]
+    if shapes == copy_shapes:
+        return
+    differences = [(w.path, a, b) for w, a, b in zip(layer.weights, shapes, copy_shapes) if a != b]
+    what = (
+        f"{differences[0][0]} has shape {differences[0][1]} in the backbone and {differences[0][2]} in the copy"
+        if differences
+        else f"{len(shapes)} weights in the backbone and {len(copy_shapes)} in the copy"
+    )
+    raise ValueError(
+        f"Fine-tuning copies the backbone {layer.name!r} from its config, but the "
+        f"copy differs ({what}): the backbone's `get_config()` leaves out a "
+        "constructor argument (keras-hub 0.32's `EfficientNetBackbone` leaves out "
+        "`num_features`). Keep that argument at its default, fix `get_config`, or "
+        "use `mode='linear_probe'`."
+    )
 
 
 @contextlib.contextmanager

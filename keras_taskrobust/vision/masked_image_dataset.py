@@ -33,9 +33,9 @@ def masked_image_dataset(
     so the targets always match the image the model sees. Keras 3's image
     preprocessing layers (`keras.layers.RandomTranslation`, `RandomZoom`,
     `RandomRotation`, `RandomContrast`, ..., or a `keras.layers.Pipeline`
-    of them) work here on every backend. keras-cv's augmentation layers,
-    which cannot run inside a JAX model, belong here too (keras-cv is not
-    tested with this package).
+    of them) work here on every backend, and so do KerasCV's augmentation
+    layers (`keras_cv.layers.RandAugment`, `RandomFlip`, ...; install
+    `keras-taskrobust[cv]`), which cannot run inside a JAX model.
 
     The masks come from `seed` alone (stateless random numbers, one seed per
     batch): two models trained or evaluated on datasets made with the same

@@ -40,8 +40,10 @@ class MaskedImageModel(keras.Model):
 
     Any backbone whose output is patch tokens can be used: keras-hub's
     `ViTBackbone` (built from its config, `patch_size` read from it), a
-    keras-cv or keras-hub convolutional backbone whose last feature map has
-    one position per patch, or your own model.
+    KerasCV or keras-hub convolutional backbone (`EfficientNetV2Backbone`,
+    `ResNetBackbone`, ...) whose last feature map then has one position per
+    patch (the patch size is read from the feature map's grid), or your own
+    model.
 
     Args:
         backbone: a `keras.Model` (or layer) mapping images to patch tokens.
@@ -51,7 +53,9 @@ class MaskedImageModel(keras.Model):
             `LowFrequencyTarget`), with distinct names. Defaults to all
             three.
         patch_size: an int or `(height, width)`. Defaults to the backbone's
-            `patch_size` attribute (keras-hub's `ViTBackbone` has one).
+            `patch_size` attribute (keras-hub's `ViTBackbone` has one), or
+            else to the image size over the size of the backbone's feature
+            map (a 32 x 32 image to a 4 x 4 map: patches of 8 x 8).
         decoder_dim: the width of the decoder's dense layer. Defaults to 128.
         image_shape: `(H, W, C)`. Defaults to the backbone's input shape.
         **kwargs: passed to `keras.Model` (e.g. `name`).
@@ -77,15 +81,6 @@ class MaskedImageModel(keras.Model):
                 "MaskedImageModel's `backbone` must be a Keras model or layer that "
                 f"maps images to patch tokens; got {type(backbone).__name__}."
             )
-        if patch_size is None:
-            patch_size = getattr(backbone, "patch_size", None)
-            if patch_size is None:
-                raise ValueError(
-                    f"The backbone {backbone.name!r} has no `patch_size` attribute: "
-                    "pass `patch_size=` (the side of the image patch that one "
-                    "token or feature-map position covers)."
-                )
-        patch_size = standardize_patch_size(patch_size)
         if image_shape is None:
             try:
                 image_shape = tuple(backbone.input_shape[1:])
@@ -95,6 +90,18 @@ class MaskedImageModel(keras.Model):
                     "pass `image_shape=(height, width, channels)`."
                 ) from None
         image_shape = tuple(image_shape)
+        if patch_size is None:
+            patch_size = getattr(backbone, "patch_size", None)
+        if patch_size is None:
+            patch_size = _feature_map_patch_size(backbone, image_shape)
+            if patch_size is None:
+                raise ValueError(
+                    f"The backbone {backbone.name!r} has no `patch_size` attribute "
+                    "and its output is not a feature map that tiles the image: "
+                    "pass `patch_size=` (the side of the image patch that one "
+                    "token or feature-map position covers)."
+                )
+        patch_size = standardize_patch_size(patch_size)
         check_image_shape((None, *image_shape), patch_size, "MaskedImageModel")
         targets = [recovery_target.get(t) for t in (list(targets) if isinstance(targets, (list, tuple)) else [targets])]
         names = [t.name for t in targets]
@@ -176,6 +183,22 @@ def _as_backbone_input(backbone, images):
     if isinstance(structure, dict) and len(structure) == 1:
         return {next(iter(structure)): images}
     return images
+
+
+def _feature_map_patch_size(backbone, image_shape):
+    """`(H / h, W / w)` if the backbone maps an image to an `h x w` feature map, else `None`.
+
+    Convolutional backbones (KerasCV's and keras-hub's) record no patch
+    size; their output's grid on one image gives it. A symbolic call: no
+    computation runs.
+    """
+    outputs = backbone(_as_backbone_input(backbone, keras.KerasTensor((1, *image_shape))))
+    if isinstance(outputs, (dict, list, tuple)) or len(outputs.shape) != 4:
+        return None
+    grid = tuple(outputs.shape[1:3])
+    if not all(grid) or image_shape[0] % grid[0] or image_shape[1] % grid[1]:
+        return None
+    return (image_shape[0] // grid[0], image_shape[1] // grid[1])
 
 
 def _patch_tokens(outputs, num_patches, grid, backbone_name):
