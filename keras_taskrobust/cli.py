@@ -272,6 +272,9 @@ def _main(argv):
         env = {**os.environ, "KERAS_BACKEND": args.backend}
         os.execve(sys.executable, [sys.executable, "-m", "keras_taskrobust", "run", recipe_name, *rest], env)
     args.backend = keras.backend.backend()
+    if not args.verbose and "tensorflow_datasets" in sys.modules:
+        # TFDS draws progress bars as it builds a dataset (once per data folder).
+        sys.modules["tensorflow_datasets"].disable_progress_bar()
     args.recipe = recipe_name
     args.output = pathlib.Path(args.output or pathlib.Path("taskrobust-output") / recipe_name)
     _check_writable(parser, args.output)
