@@ -52,7 +52,7 @@ setup(
         "data": DATA,
         "cv": CV,
         "all": ALL,
-        "test": ALL + CV + ["pytest", "tensorboard"],
+        "test": ALL + CV + ["pytest", "pytest-xdist", "tensorboard"],
     },
     entry_points={"console_scripts": ["keras-taskrobust = keras_taskrobust.cli:main"]},
 )
