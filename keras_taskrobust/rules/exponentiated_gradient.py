@@ -3,7 +3,7 @@
 from keras import ops
 
 from keras_taskrobust.rules.weighting_rule import WeightingRule
-from keras_taskrobust.rules.weighting_rule import log_simplex
+from keras_taskrobust.rules.weighting_rule import exponentiated_step
 from keras_taskrobust.rules.weighting_rule import resolve_schedule
 
 
@@ -80,13 +80,7 @@ class ExponentiatedGradient(WeightingRule):
         if self.adjustment:
             sizes = ops.convert_to_tensor(self.task_sizes, "float32")
             losses = losses + self.adjustment / ops.sqrt(sizes)
-        # Softmax ignores a common shift; shifting by the max first keeps
-        # eta * losses from overflowing when the losses are huge. (`amax`:
-        # Keras' torch `max` breaks a torch.compile graph.)
-        weights = ops.softmax(log_simplex(weights) + eta * (losses - ops.amax(losses)))
-        if self.smoothing:
-            weights = (1.0 - self.smoothing) * weights + self.smoothing / weights.shape[0]
-        return weights
+        return exponentiated_step(weights, losses, eta, self.smoothing)
 
     def get_config(self):
         return {

@@ -3,7 +3,7 @@
 from keras import ops
 
 from keras_taskrobust.rules.weighting_rule import WeightingRule
-from keras_taskrobust.rules.weighting_rule import log_simplex
+from keras_taskrobust.rules.weighting_rule import exponentiated_step
 from keras_taskrobust.rules.weighting_rule import resolve_schedule
 
 
@@ -92,10 +92,7 @@ class LearningProgress(WeightingRule):
         signal = self.progress(estimates, previous)
         if self.loss_weighted:
             signal = ops.convert_to_tensor(estimates, "float32") * ops.maximum(signal, 0.0)
-        weights = ops.softmax(log_simplex(weights) + eta * (signal - ops.amax(signal)))
-        if self.smoothing:
-            weights = (1.0 - self.smoothing) * weights + self.smoothing / weights.shape[0]
-        return weights
+        return exponentiated_step(weights, signal, eta, self.smoothing)
 
     def get_config(self):
         return {

@@ -111,6 +111,20 @@ def log_simplex(weights):
     return ops.log(ops.maximum(weights, tiny))
 
 
+def exponentiated_step(weights, signal, eta, smoothing=0.0):
+    """One mirror-ascent step on the simplex, then a share `smoothing` of uniform weight.
+
+    `softmax(log w + eta * signal)`, with the signal shifted by its max
+    first (softmax ignores a common shift) so that `eta * signal` cannot
+    overflow; then `(1 - smoothing) * w + smoothing / K`.
+    """
+    # `amax`: Keras' torch `max` breaks a torch.compile graph.
+    weights = ops.softmax(log_simplex(weights) + eta * (signal - ops.amax(signal)))
+    if smoothing:
+        weights = (1.0 - smoothing) * weights + smoothing / weights.shape[0]
+    return weights
+
+
 def keep_unseen_weights(weights, new_weights, known):
     """Keeps the weight of every task not yet seen; the others share the rest.
 
