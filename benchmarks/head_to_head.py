@@ -16,6 +16,12 @@ size (0.01), trained by:
   `MirrorDescent(ExponentiatedGradient(0.01))`;
 - `MinimaxModel + Lookahead`: with `MirrorDescent(Lookahead(
   representation="hidden_2"))` (gradients on the shared representation);
+- with `--parts 1`, where `MinimaxModel + EG`'s time goes inside `fit`:
+  `plain Keras, batch reader` (plain Keras with a callback that has a
+  batch-end hook, as Keras' progress bar does: `fit` then hands every
+  batch's logs to the loop's thread and waits for each step) and
+  `MinimaxModel, no rule` (the task split, state and logs, and the guard
+  that reads every batch's logs, without `MirrorDescent`);
 - on torch, with `--compiled 1`: `plain Keras, compiled` and
   `MinimaxModel + EG, compiled`, each compiled with `jit_compile=True`
   (`torch.compile`; about a minute each to compile).
@@ -46,6 +52,7 @@ OPTIONS = {
     "rounds": (9, "alternations of the variants", 0),
     "epochs": (2, "timed epochs per fit"),
     "compiled": (1, "1: on torch, also the torch.compile variants", 0),
+    "parts": (0, "1: also plain Keras with a batch reader and MinimaxModel without a rule", 1),
 }
 K, BATCH, STEPS, STEP_SIZE = 8, 128, 32, 0.01
 LOOP = "PyTorch Group DRO loop"
@@ -54,6 +61,8 @@ BASELINES = {
     "plain Keras": LOOP,
     "MinimaxModel + EG": "plain Keras",
     "MinimaxModel + Lookahead": "MinimaxModel + EG",
+    "plain Keras, batch reader": "plain Keras",
+    "MinimaxModel, no rule": "plain Keras",
     "plain Keras, compiled": "plain Keras",
     "MinimaxModel + EG, compiled": "plain Keras, compiled",
 }
@@ -111,7 +120,7 @@ def torch_group_dro_loop(features, labels, task_ids, epochs):
     return run
 
 
-def keras_runs(features, labels, task_ids, epochs, compiled):
+def keras_runs(features, labels, task_ids, epochs, compiled, parts=0):
     """`{variant: run()}` for the Keras variants of this backend."""
     import functools
 
@@ -132,31 +141,40 @@ def keras_runs(features, labels, task_ids, epochs, compiled):
     plain_data = {"x": features, "y": labels}
     minimax_data = {"x": {"features": features, "task_id": task_ids}, "y": labels}
 
-    def plain(jit_compile="auto"):
+    class BatchReader(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            pass
+
+    def plain(jit_compile="auto", callbacks=lambda: []):
         model = compiled_model(net(), jit_compile)
-        return lambda: harness.epoch_step_times(functools.partial(keras.Model.fit, model), plain_data, BATCH, epochs)
+        fit = functools.partial(keras.Model.fit, model)
+        return lambda: harness.epoch_step_times(fit, plain_data, BATCH, epochs, callbacks())
 
     def minimax(rule, jit_compile="auto"):
         model = compiled_model(MinimaxModel(net(), num_tasks=K), jit_compile)
-        return lambda: harness.epoch_step_times(model.fit, minimax_data, BATCH, epochs, [MirrorDescent(rule())])
+        callbacks = lambda: [] if rule is None else [MirrorDescent(rule())]
+        return lambda: harness.epoch_step_times(model.fit, minimax_data, BATCH, epochs, callbacks())
 
     runs = {
         "plain Keras": plain(),
         "MinimaxModel + EG": minimax(lambda: rules.ExponentiatedGradient(STEP_SIZE)),
         "MinimaxModel + Lookahead": minimax(lambda: rules.Lookahead(representation="hidden_2")),
     }
+    if parts:
+        runs["plain Keras, batch reader"] = plain(callbacks=lambda: [BatchReader()])
+        runs["MinimaxModel, no rule"] = minimax(None)
     if compiled and keras.backend.backend() == "torch":
         runs["plain Keras, compiled"] = plain(jit_compile=True)
         runs["MinimaxModel + EG, compiled"] = minimax(lambda: rules.ExponentiatedGradient(STEP_SIZE), jit_compile=True)
     return runs
 
 
-def measure_backend(rounds, epochs, compiled):
+def measure_backend(rounds, epochs, compiled, parts):
     import keras
 
     features, labels, task_ids = task_data(np.random.default_rng(0))
     runs = {LOOP: torch_group_dro_loop(features, labels, task_ids, epochs),
-            **keras_runs(features, labels, task_ids, epochs, compiled)}
+            **keras_runs(features, labels, task_ids, epochs, compiled, parts)}
     samples, medians = harness.alternate(runs, rounds)
     for name in runs:
         row = {"backend": keras.backend.backend(), "variant": name, "ms": 1e3 * statistics.median(samples[name]),

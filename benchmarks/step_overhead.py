@@ -4,14 +4,17 @@
 by more than the task logic between runs (the data adapter, the callbacks and
 a shared machine's noise). This times each backend's training step itself,
 on one batch of `overhead.py`'s MLP workload held ready, for the three models
-of `overhead.py`: the plain net, the wrapper floor (`Forwarding`) and
+of `overhead.py`: the plain net, the plain net whose optimizer skips
+non-finite steps as `MinimaxModel`'s does ("skip": Keras'
+`LossScaleOptimizer` at scale 1), the wrapper floor (`Forwarding`) and
 `MinimaxModel(net, num_tasks=K)` with `MirrorDescent(ExponentiatedGradient())`
-attached (the callback's `on_train_begin`, as `fit` calls it); and a fourth,
+attached (the callback's `on_train_begin`, as `fit` calls it); and
 `MinimaxModel` without `MirrorDescent` ("no rule": the loss split into
 tasks, the loss estimates and the task logs, with the weights left uniform).
-The steps between them split the minimax step's cost: floor - plain is what
-any wrapper with a task-id input costs, no rule - floor the grouping, the
-state and the logs, minimax - no rule the weight rule.
+The steps between them split the minimax step's cost: skip - plain is the
+non-finite skip, floor - plain what any wrapper with a task-id input costs,
+no rule - floor the grouping, the state and the logs (and the skip),
+minimax - no rule the weight rule.
 
 - JAX: Keras' jitted `train_function` on the batch already on the device,
   the state threaded from call to call;
@@ -19,7 +22,7 @@ state and the logs, minimax - no rule the weight rule.
   repeats the batch;
 - torch: `train_step` on the batch as torch tensors (eager, as `fit` runs it).
 
-The four alternate for `--rounds` rounds of `--steps` steps each, each round
+The five alternate for `--rounds` rounds of `--steps` steps each, each round
 starting with the next model; reported: the median step time of each and the
 median over rounds of each round's ratio to the plain step.
 
@@ -41,7 +44,7 @@ from workloads import forwarding_model
 from workloads import mlp_workload
 
 OPTIONS = {
-    "rounds": (21, "alternations of the four models"),
+    "rounds": (21, "alternations of the five models"),
     "jit_compile": (0, "1: compile every model with jit_compile=True (XLA on TensorFlow)", 0),
     "steps": (100, "training steps per sample", 2),
 }
@@ -101,8 +104,9 @@ def step_timer(model, data, batch_size, steps, callbacks=()):
 
 
 def measure(num_tasks, rounds, jit_compile, steps):
-    """Alternates the four models' steps; returns a result row (times in us)."""
+    """Alternates the five models' steps; returns a result row (times in us)."""
     import keras
+    from keras_taskrobust import _keras_compat
     from keras_taskrobust import MinimaxModel
     from keras_taskrobust.callbacks import MirrorDescent
     from keras_taskrobust.rules import ExponentiatedGradient
@@ -111,15 +115,19 @@ def measure(num_tasks, rounds, jit_compile, steps):
     keras.utils.set_random_seed(0)
     plain = make_net()
     keras.utils.set_random_seed(0)
+    skip = make_net()
+    keras.utils.set_random_seed(0)
     floor = forwarding_model(make_net())
     keras.utils.set_random_seed(0)
     no_rule = MinimaxModel(make_net(), num_tasks=num_tasks)
     keras.utils.set_random_seed(0)
     minimax = MinimaxModel(make_net(), num_tasks=num_tasks)
-    for model in (plain, floor, no_rule, minimax):
-        model.compile(optimizer="adam", loss=loss, jit_compile=bool(jit_compile) or "auto")
+    for model in (plain, skip, floor, no_rule, minimax):
+        optimizer = _keras_compat.skipping_non_finite("adam") if model is skip else "adam"
+        model.compile(optimizer=optimizer, loss=loss, jit_compile=bool(jit_compile) or "auto")
     timers = {
         "plain": step_timer(plain, plain_data, batch_size, steps),
+        "skip": step_timer(skip, plain_data, batch_size, steps),
         "floor": step_timer(floor, minimax_data, batch_size, steps),
         "no_rule": step_timer(no_rule, minimax_data, batch_size, steps),
         "minimax": step_timer(minimax, minimax_data, batch_size, steps, [MirrorDescent(ExponentiatedGradient())]),
@@ -135,6 +143,7 @@ def measure(num_tasks, rounds, jit_compile, steps):
         "backend": keras.backend.backend(), "K": num_tasks, "jit_compile": bool(jit_compile),
         **{f"{name}_us": 1e6 * statistics.median(t) for name, t in times.items()},
         "ratio": statistics.median(ratios["minimax"]), "round_ratios": ratios["minimax"],
+        "skip_ratio": statistics.median(ratios["skip"]),
         "floor_ratio": statistics.median(ratios["floor"]),
         "no_rule_ratio": statistics.median(ratios["no_rule"]),
     }
@@ -148,15 +157,15 @@ def measure_backend(rounds, jit_compile, steps):
 def markdown_table(rows):
     lines = [
         "| backend | K | plain us/step | floor us/step | no rule us/step | minimax us/step "
-        "| minimax - plain (us) | ratio | per-round ratios (min-max) | wrapper floor | no rule |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+        "| minimax - plain (us) | ratio | per-round ratios (min-max) | non-finite skip | wrapper floor | no rule |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['backend']} | {r['K']} | {r['plain_us']:.0f} | {r['floor_us']:.0f} | {r['no_rule_us']:.0f} "
             f"| {r['minimax_us']:.0f} | {r['minimax_us'] - r['plain_us']:.0f} | {r['ratio']:.3f} "
             f"| {min(r['round_ratios']):.2f}-{max(r['round_ratios']):.2f} "
-            f"| {r['floor_ratio']:.3f} | {r['no_rule_ratio']:.3f} |"
+            f"| {r['skip_ratio']:.3f} | {r['floor_ratio']:.3f} | {r['no_rule_ratio']:.3f} |"
         )
     return "\n".join(lines)
 

@@ -189,6 +189,26 @@ class SkipNonFiniteSteps(keras.optimizers.LossScaleOptimizer):
     def _stateless_handle_non_finite_grads(self, optimizer_variables, trainable_variables):
         return trainable_variables, list(optimizer_variables)
 
+    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
+        # JAX's stateless step, without a branch: XLA keeps the two sides of
+        # Keras' `ops.cond` out of the step's fusions, which cost about a
+        # tenth of the head-to-head MLP's step; a `where` on each new value
+        # fuses into the update (benchmarks/RESULTS.md, "What does
+        # MinimaxModel add to each training step?"). The scale is exactly 1,
+        # so the gradients need no unscaling; the only own variable that
+        # changes is the step counter, as in Keras' finite branch.
+        finite = self.check_finite(grads)
+        own = len(self._variables)
+        new_trainable, new_inner = self.inner_optimizer.stateless_apply(
+            list(optimizer_variables[own:]), grads, trainable_variables
+        )
+        keep = lambda new, old: [ops.where(finite, n, o) for n, o in zip(new, old)]
+        new_own = [
+            ops.where(finite, value + 1, value) if variable is self.step_counter else value
+            for variable, value in zip(self._variables, optimizer_variables[:own])
+        ]
+        return keep(new_trainable, trainable_variables), new_own + keep(new_inner, optimizer_variables[own:])
+
     def _common_apply(self, grads, trainable_variables=None):
         if not _torch_compiling():
             return super()._common_apply(grads, trainable_variables)
