@@ -160,6 +160,39 @@ def test_lookahead_takes_its_task_gradients_on_the_held_out_data():
     np.testing.assert_allclose(model.task_weights.numpy(), expected, rtol=1e-4)
 
 
+def test_lookahead_on_held_out_outputs_with_their_own_sample_weights():
+    """Tasks by output (a dict), per-output sample weights, G on a representation, held-out data in batches."""
+    rng = np.random.default_rng(2)
+    inputs = keras.Input((4,), name="x")
+    hidden = keras.layers.Dense(3, name="hidden")(inputs)
+    keras.utils.set_random_seed(0)
+    net = keras.Model(inputs, {name: keras.layers.Dense(1, name=name)(hidden) for name in ("a", "b")})
+    model = MinimaxModel(net, task_names=["a", "b"], task_key=None)
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss={"a": "mse", "b": "mse"})
+    x = rng.normal(size=(N, 4)).astype("float32")
+    y = {"a": x[:, :1] + rng.normal(size=(N, 1)).astype("float32"), "b": 3 * rng.normal(size=(N, 1)).astype("float32")}
+    weights = {name: rng.uniform(0.5, 2.0, N).astype("float32") for name in ("a", "b")}
+    batched = tf.data.Dataset.from_tensor_slices((x, y, weights)).batch(20)
+    rule = rules.Lookahead(learning_rate=2.0, entropy=0.5, representation="hidden", split_batch=False)
+    model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0,
+              callbacks=[MirrorDescent(rule, update_every=1, held_out=batched)])
+
+    kernel, bias = net.get_layer("hidden").get_weights()
+    h = x @ kernel + bias
+    losses, jacobian = [], []
+    for name in ("a", "b"):
+        head_kernel, head_bias = net.get_layer(name).get_weights()
+        error, w = (h @ head_kernel + head_bias - y[name])[:, 0], weights[name]
+        losses.append((w * error**2).sum() / w.sum())
+        jacobian.append(((w * 2 * error / w.sum())[:, None] * head_kernel[:, 0]).sum(axis=0))
+    jacobian = np.array(jacobian)
+    expected = np.full(2, 0.5)
+    for _ in range(N // 16):  # learning rate 0: the same losses and G at every update
+        expected = reference.lookahead(expected, np.array(losses), jacobian @ jacobian.T, 2.0, 0.5, rule.temperature,
+                                       rule.inner_steps, rule.inner_step_size)
+    np.testing.assert_allclose(model.task_weights.numpy(), expected, rtol=1e-4)
+
+
 def test_held_out_weights_resume_on_the_same_trajectory(tmp_path):
     x, y = data(0)
     held_out = data(1)

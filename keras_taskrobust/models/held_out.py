@@ -97,8 +97,9 @@ def task_gram(minimax, data, rule):
     changes.
     """
     parts = list(batches(data, batch_size=None))
-    x, y = keras.tree.map_structure(lambda *a: ops.convert_to_tensor(np.concatenate(a)), *[p[:2] for p in parts])
-    sample_weight = None if parts[0][2] is None else ops.convert_to_tensor(np.concatenate([p[2] for p in parts]))
+    joined = lambda *a: ops.convert_to_tensor(np.concatenate(a))  # one batch, in each part's structure
+    x, y = keras.tree.map_structure(joined, *[p[:2] for p in parts])
+    sample_weight = None if parts[0][2] is None else keras.tree.map_structure(joined, *[p[2] for p in parts])
     inputs = task_inputs.model_inputs(x, minimax.task_key)
     if rule.representation is not None:
         y_pred = minimax.task_gram.forward(inputs, rule.representation, training=False)

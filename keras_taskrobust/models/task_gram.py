@@ -136,9 +136,13 @@ class TaskGram:
                     f"{sorted(layers)}."
                 )
             output = layers[name].output
-            # The wrapped model's input structure (a Sequential's is one tensor).
-            inputs = model.inputs[0] if isinstance(model, keras.Sequential) else model.input
-            self._splits[name] = (keras.Model(inputs, output), keras.Model(output, model.outputs))
+            # The wrapped model's input and output structures (a dict of
+            # outputs stays a dict: the losses are keyed by output name); a
+            # Sequential's are one tensor each.
+            sequential = isinstance(model, keras.Sequential)
+            inputs = model.inputs[0] if sequential else model.input
+            outputs = model.outputs[0] if sequential else model.output
+            self._splits[name] = (keras.Model(inputs, output), keras.Model(output, outputs))
         return self._splits[name]
 
     def _representation_jacobian(self, name, features, losses, rerun, segments=None):
