@@ -66,7 +66,21 @@ def test_summary_reads_every_table(harness):
     assert "0.60" in row and row.rstrip(" |").endswith("no")
 
 
-@pytest.mark.parametrize("name", ["dro_failure_cases", "main_job", "mim_results"])
+@pytest.mark.parametrize("name", ["dro_failure_cases", "main_job", "recipe_results"])
 def test_research_script_imports(name, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS / "research"))
     assert callable(importlib.import_module(name).main)
+
+
+def test_recipe_results_pair_each_arm_with_uniform_on_the_same_seed(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS / "research"))
+    results = importlib.import_module("recipe_results")
+    run = lambda a, b: {"accuracy": {"noun": a, "verb": b}}
+    report = {"recipe": "pos-mlm", "backend": "jax", "seeds": [0, 1], "rules": {
+        "uniform": {"runs": [run(0.1, 0.3), run(0.2, 0.4)], "task_weights": {"noun": 0.5, "verb": 0.5}},
+        "eg@held_out": {"runs": [run(0.2, 0.2), run(0.1, 0.4)], "task_weights": {"noun": 0.7, "verb": 0.3}},
+    }}
+    table = results.markdown(report)
+    # Worst group per seed: uniform 0.1, 0.2; eg 0.2, 0.1 -> paired +0.1, -0.1; mean 0.2, 0.25 against 0.2, 0.3 -> 0.0, -0.05.
+    assert "| eg@held_out | +0.000 ± 0.141 | -0.025 ± 0.035 |" in table
+    assert "| **worst** | 0.150 ± 0.071 | 0.150 ± 0.071 |" in table

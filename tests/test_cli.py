@@ -11,7 +11,9 @@ import pytest
 from keras_taskrobust import cli
 from keras_taskrobust import data
 from keras_taskrobust import recipes
+from keras_taskrobust import rules
 from keras_taskrobust.recipes import report as recipe_report
+from keras_taskrobust.recipes import robust_arms
 
 ENV = {"OMP_NUM_THREADS": "1", **os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", "TF_CPP_MIN_LOG_LEVEL": "3"}
 
@@ -81,6 +83,46 @@ def test_bad_numbers_are_rejected_before_any_work(capsys, fake_run, tmp_path, re
     assert exit_info.value.code == 2
     assert _error_line(capsys) == f"keras-taskrobust: error: argument {option}: must be {requirement}; got '{value}'"
     assert fake_run.calls == 0 and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("recipe, value, problem", [
+    ("mim", "exponentiated_gradient@excess", "is not RULE@SIGNAL"),  # per-output tasks: no excess
+    ("pos-mlm", "nope@training", "is not RULE@SIGNAL"),
+    ("views", "exponentiated_gradient", "is not RULE@SIGNAL"),
+    ("pos-mlm", "softmax@training,softmax@training", "give distinct RULE@SIGNAL entries"),
+])
+def test_bad_robust_arms_are_rejected_before_any_work(capsys, fake_run, tmp_path, recipe, value, problem):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["run", recipe, "--output", str(tmp_path / "out"), f"--compare={value}"])
+    assert exit_info.value.code == 2
+    line = _error_line(capsys)
+    assert line.startswith("keras-taskrobust: error: argument --compare:") and problem in line
+    assert fake_run.calls == 0
+
+
+def test_robust_arms_take_the_recipe_defaults_per_signal_and_the_command_line(fake_run, tmp_path):
+    arms = []
+    fake_run.body = lambda args: arms.extend(robust_arms.arms(args)) or {"rules": {}}
+    cli.main(["run", "pos-mlm", "--output", str(tmp_path), "--smoothing", "0.02", "--compare",
+              "exponentiated_gradient@training,exponentiated_gradient@held_out,learning_progress@held_out"])
+    assert [(a.name, a.signal, type(a.rule).__name__) for a in arms] == [
+        ("exponentiated_gradient@training", "training", "ExponentiatedGradient"),
+        ("exponentiated_gradient@held_out", "held_out", "ExponentiatedGradient"),
+        ("learning_progress@held_out", "held_out", "LearningProgress"),
+    ]
+    # The recipe's step sizes (0.001 a step, 0.01 an update every 10 steps), the rule's own, and --smoothing.
+    assert [a.rule.step_size for a in arms] == [0.001, 0.01, rules.LearningProgress().step_size]
+    assert [a.rule.smoothing for a in arms] == [0.02] * 3
+    descent = arms[1].callback(held_out=("x", "y"), update_every=7)
+    assert descent.held_out == ("x", "y") and descent.update_every == 7 and descent.reference is None
+    assert arms[0].callback(held_out=("x", "y")).held_out is None
+
+
+def test_step_size_for_a_rule_without_one_is_an_error(capsys, fake_run, tmp_path):
+    fake_run.body = robust_arms.arms
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["run", "mim", "--output", str(tmp_path), "--weighting", "lookahead", "--step-size", "0.1"])
+    assert "--step-size sets exponentiated_gradient and learning_progress, not lookahead" in str(exit_info.value)
 
 
 def test_good_numbers_pass(fake_run, tmp_path):

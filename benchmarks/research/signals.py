@@ -22,6 +22,7 @@ import numpy as np
 from keras_taskrobust import rules
 from keras_taskrobust.data import load_domains
 from keras_taskrobust.recipes import digit_views
+from keras_taskrobust.recipes import robust_arms
 
 # name: (rule, signal) -- signal "held_out", "excess" or "training".
 ARMS = {
@@ -52,18 +53,16 @@ def main():
     results = {arm: [] for arm in ("uniform", *args.arms)}
     for seed in range(args.seeds):
         data = digit_views._split(images, labels, sizes, seed)
-        settings = types.SimpleNamespace(learning_rate=3e-3, batch_size=64, verbose=0,
-                                         update_every=args.update_every, signal="held_out")
+        settings = types.SimpleNamespace(learning_rate=3e-3, batch_size=64, verbose=0, update_every=args.update_every)
         start = time.perf_counter()
         scores, _, reference = digit_views._pretrain_and_probe(data, "uniform", None, settings, epochs, seed)
         results["uniform"].append(scores["downstream"])
         print(f"seed {seed} uniform: {_line(scores)} ({time.perf_counter() - start:.0f} s)", flush=True)
         for arm in args.arms:
             make_rule, signal = ARMS[arm]
-            settings.signal = signal
             start = time.perf_counter()
             scores, _, _ = digit_views._pretrain_and_probe(
-                data, arm, make_rule(), settings, epochs, seed, reference=reference if signal == "excess" else None)
+                data, arm, robust_arms.Arm(arm, make_rule(), signal), settings, epochs, seed, reference=reference)
             results[arm].append(scores["downstream"])
             weights = " ".join(f"{w:.2f}" for w in scores["task_weights"].values())
             print(f"seed {seed} {arm}: {_line(scores)} weights {weights} ({time.perf_counter() - start:.0f} s)",

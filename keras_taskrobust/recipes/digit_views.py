@@ -45,8 +45,6 @@ from keras import ops
 
 from keras_taskrobust import MinimaxModel
 from keras_taskrobust import cli
-from keras_taskrobust import rules
-from keras_taskrobust.callbacks import MirrorDescent
 from keras_taskrobust.data import load_domains
 from keras_taskrobust.data import mix_tasks
 from keras_taskrobust.data import stratified_counts
@@ -54,25 +52,17 @@ from keras_taskrobust.data import task_probabilities
 from keras_taskrobust.downstream import DownstreamTask
 from keras_taskrobust.downstream import TransferEvaluator
 from keras_taskrobust.recipes import report
+from keras_taskrobust.recipes import robust_arms
 
 DESCRIPTION = "four views of the same digits (class, rotation, position, mirror), linear probes per view"
 VIEWS = {"digit": 10, "rotation": 4, "position": 4, "mirror": 2}  # view: number of classes
 SHIFT = 2  # pixels
+# The robust rule's settings on this recipe where they differ from the rule's own.
+ROBUST_DEFAULTS = {"exponentiated_gradient": {"step_size": 0.1, "smoothing": 0.01}}
 
 
 def add_arguments(parser):
-    parser.add_argument("--signal", default="excess", choices=("excess", "held_out", "training"),
-                        help="what the robust rule follows: each view's excess loss on held-out images over the "
-                             "`uniform` run's model (DoReMi's reference; the default), its plain loss there, or "
-                             "its loss on the training batch.")
-    parser.add_argument("--step-size", type=cli.non_negative_float, default=None,
-                        help="the step size of exponentiated_gradient (default: 0.1) or learning_progress "
-                             "(default: the rule's).")
-    parser.add_argument("--smoothing", type=cli.share, default=None,
-                        help="their mixing towards uniform weights (default: 0.01 for exponentiated_gradient, "
-                             "the rule's for learning_progress).")
-    parser.add_argument("--update-every", type=cli.positive_int, default=10,
-                        help="steps between weight updates on held-out losses (default: 10).")
+    robust_arms.add_arguments(parser, ROBUST_DEFAULTS, signal="excess", signals=("excess", "held_out", "training"))
     parser.add_argument("--batch-size", type=cli.positive_int, default=64, help="pre-training batch size (default: 64).")
     parser.add_argument("--learning-rate", type=cli.positive_float, default=3e-3, help="Adam's learning rate (default: 3e-3).")
     parser.add_argument("--seeds", type=cli.positive_int, default=1, help="repeat over this many seeds from --seed (default: 1).")
@@ -92,13 +82,13 @@ class _Sizes:
 
 
 def run(args):
-    rule = _robust_rule(args)
+    robust = robust_arms.arms(args)
     epochs = args.epochs or (2 if args.quick else 10)
     sizes = _Sizes(args.quick)
     parts = [load_domains(split, data_dir=args.data_dir)["clean"] for split in ("train", "test")]
     images, labels = (np.concatenate(a) for a in zip(*parts))
-    robust = args.weighting
-    arms = ("average", "uniform", robust, "sensitivity")
+    arms = ("average", "uniform", *[arm.name for arm in robust], "sensitivity")
+    by_name = {arm.name: arm for arm in robust}
     runs = report.finished_runs(args, arms)
     traces = {}
     for seed in range(args.seed, args.seed + args.seeds):
@@ -109,23 +99,11 @@ def run(args):
             if arm == "sensitivity":
                 probes = runs["average"][-1]["downstream"]
                 favoured = min(probes, key=probes.get)
-            reference = models.get("uniform") if args.signal == "excess" else None
-            result, trace, models[arm] = _pretrain_and_probe(data, arm, rule, args, epochs, seed, favoured, reference)
+            result, trace, models[arm] = _pretrain_and_probe(
+                data, arm, by_name.get(arm), args, epochs, seed, favoured, models.get("uniform"))
             runs[arm].append(result)
             traces.setdefault(arm, trace)
     return _report(runs, traces, args, epochs, sizes, robust)
-
-
-def _robust_rule(args):
-    tunable = {  # rule: its class and the recipe's defaults
-        "exponentiated_gradient": (rules.ExponentiatedGradient, {"step_size": 0.1, "smoothing": 0.01}),
-        "learning_progress": (rules.LearningProgress, {}),
-    }
-    if args.weighting not in tunable:
-        return rules.get(args.weighting)
-    rule, defaults = tunable[args.weighting]
-    given = {"step_size": args.step_size, "smoothing": args.smoothing}
-    return rule(**{**defaults, **{k: v for k, v in given.items() if v is not None}})
 
 
 def _view(view, x, y, rng):
@@ -189,7 +167,11 @@ def build_network(width=16):
     return keras.Model(inputs, keras.layers.Dense(sum(VIEWS.values()), name="heads")(backbone(inputs)))
 
 
-def _pretrain_and_probe(data, arm, rule, args, epochs, seed, favoured=None, reference=None):
+def _pretrain_and_probe(data, arm, robust, args, epochs, seed, favoured=None, reference=None):
+    """Pre-trains arm `arm` (`robust`: its `robust_arms.Arm`, if robust) and probes it; `(result, trace, model)`.
+
+    `reference`: the `uniform` run's model, for the excess signal.
+    """
     upstream, held_out, probes = data
     keras.utils.set_random_seed(seed)
     model = MinimaxModel(build_network(), task_names=list(VIEWS))
@@ -204,8 +186,7 @@ def _pretrain_and_probe(data, arm, rule, args, epochs, seed, favoured=None, refe
         weights[list(VIEWS).index(favoured)] = 0.5
         model.task_weights.assign(weights)
     elif arm != "uniform":
-        signal = {} if args.signal == "training" else {"update_every": args.update_every, "held_out": held_out}
-        callbacks.append(MirrorDescent(rule, reference=reference, **signal))
+        callbacks.append(robust.callback(held_out, reference, args.update_every))
     trace = report.WeightTrace(every=5)
     model.fit(stream, epochs=epochs, verbose=args.verbose, shuffle=False, callbacks=[*callbacks, trace])
     scores = probes(model.model.get_layer("backbone"))
@@ -246,15 +227,17 @@ def _report(runs, traces, args, epochs, sizes, robust):
     moved = "more" if sensitivity["moves_more_than_spread"] else "LESS"
     print(f"\nSensitivity check: half the weight on {sensitivity['views']} moves its probe by "
           f"{sensitivity['moved']:+.3f} over average, {moved} than the seed spread ({sensitivity['spread']:.3f}).")
-    gain = summary[robust]["worst"]["mean"] - summary["average"]["worst"]["mean"]
-    over_uniform = summary[robust]["worst"]["mean"] - summary["uniform"]["worst"]["mean"]
-    mean_change = summary[robust]["mean"]["mean"] - summary["average"]["mean"]["mean"]
-    print(f"{robust} against average: worst {gain:+.3f}, mean {mean_change:+.3f}; against uniform: worst "
-          f"{over_uniform:+.3f}.")
+    for arm in robust:
+        worst, mean = summary[arm.name]["worst"]["mean"], summary[arm.name]["mean"]["mean"]
+        print(f"{arm.name} against average: worst {worst - summary['average']['worst']['mean']:+.3f}, mean "
+              f"{mean - summary['average']['mean']['mean']:+.3f}; against uniform: worst "
+              f"{worst - summary['uniform']['worst']['mean']:+.3f}.")
     figure = args.output / "views.png"
+    first = robust[0]
     report.comparison_figure(
-        figure, {robust: traces[robust]}, {a: {v: summary[a]["downstream"][v]["mean"] for v in VIEWS} for a in arms},
-        "linear-probe accuracy", title=f"Digit views: average, uniform, {robust} ({args.signal} signal)",
+        figure, {first.name: traces[first.name]},
+        {a: {v: summary[a]["downstream"][v]["mean"] for v in VIEWS} for a in arms},
+        "linear-probe accuracy", title=f"Digit views: average, uniform, {first.name} ({first.signal} signal)",
     )
     print(f"Figure: {figure}")
     return {
@@ -263,7 +246,8 @@ def _report(runs, traces, args, epochs, sizes, robust):
         "dataset": "digit_domains/mnist (clean, train and test)",
         "images": {"digit": sizes.dominant, "each other view": sizes.minor, "held_out_per_view": sizes.held_out,
                    "probe_train": sizes.probe_train, "probe_eval": sizes.probe_eval},
-        "robust": {"rule": repr(_robust_rule(args)), "signal": args.signal, "update_every": args.update_every},
+        "robust": {"rule": repr(robust[0].rule), "signal": robust[0].signal, "update_every": args.update_every},
+        "arms": {arm.name: {"rule": repr(arm.rule), "signal": arm.signal} for arm in robust},
         "rules": summary,
         "sensitivity": sensitivity,
         "figure": str(figure),

@@ -21,13 +21,12 @@ import numpy as np
 
 from keras_taskrobust import MinimaxModel
 from keras_taskrobust import cli
-from keras_taskrobust import rules
 from keras_taskrobust.callbacks import DownstreamSuite
-from keras_taskrobust.callbacks import MirrorDescent
 from keras_taskrobust.downstream import DownstreamTask
 from keras_taskrobust.data import DOMAINS
 from keras_taskrobust.data import load_domains
 from keras_taskrobust.recipes import report
+from keras_taskrobust.recipes import robust_arms
 from keras_taskrobust.vision import MaskedImageModel
 from keras_taskrobust.vision import get_target
 from keras_taskrobust.vision import masked_image_dataset
@@ -35,6 +34,13 @@ from keras_taskrobust.vision import masked_image_dataset
 DESCRIPTION = "masked image modelling on a ViT with three recovery targets, uniform vs robust; linear probes on digit tasks"
 BACKBONE_NAME = "vit_backbone"
 DEFAULT_TARGETS = "pixels,gradient_histogram,low_frequency"
+# The robust rules' settings on this recipe where they differ from the rules' own. Lookahead's
+# task gradients are taken on the decoder's output, below the three targets' heads.
+ROBUST_DEFAULTS = {
+    "exponentiated_gradient": {"step_size": 0.05},
+    "exponentiated_gradient@held_out": {"step_size": 0.5},  # one update every 10 steps
+    "lookahead": {"representation": "decoder", "learning_rate": 1.0, "entropy": 0.1},
+}
 
 
 def add_arguments(parser):
@@ -48,8 +54,7 @@ def add_arguments(parser):
                         help="comma-separated recovery targets, each a task (default: all three; a single "
                              "target is the single-target baseline, fit once: both rules are the same fit).")
     parser.add_argument("--mask-ratio", type=cli.open_fraction, default=0.5, help="fraction of patches masked (default: 0.5).")
-    parser.add_argument("--step-size", type=cli.non_negative_float, default=0.05,
-                        help="the exponentiated gradient's step size (default: 0.05).")
+    robust_arms.add_arguments(parser, ROBUST_DEFAULTS, signals=("training", "held_out"))
     parser.add_argument("--batch-size", type=cli.positive_int, default=128, help="pre-training batch size (default: 128).")
     parser.add_argument("--seeds", type=cli.positive_int, default=1, help="repeat over this many seeds from --seed (default: 1).")
     parser.add_argument("--data-dir", default=None, help="TFDS data folder (default: TFDS's).")
@@ -68,16 +73,17 @@ def run(args):
             raise SystemExit(f"keras-taskrobust: error: --targets: {error}") from None
     train = load_domains("train", config=setup.config, data_dir=args.data_dir)
     test = load_domains("test", config=setup.config, data_dir=args.data_dir)
-    robust_name = args.weighting
-    # With one target there are no weights to move: both rules are the same fit.
-    runs = report.finished_runs(args, ["uniform", robust_name] if len(setup.targets) > 1 else ["uniform"])
+    robust = {arm.name: arm for arm in robust_arms.arms(args)}
+    # With one target there are no weights to move: every rule is the same fit.
+    runs = report.finished_runs(args, ["uniform", *robust] if len(setup.targets) > 1 else ["uniform"])
     traces = {}
     for seed in range(args.seed, args.seed + args.seeds):
-        upstream, held_out, tasks = split(train, test, setup, seed)
-        # One suite for both rules: its probes compile once.
+        upstream, signal, held_out, tasks = split(train, test, setup, seed)
+        # One suite for every rule: its probes compile once.
         suite = DownstreamSuite(BACKBONE_NAME, tasks, verbose=0)
         for name in runs:
-            result, trace = pretrain_and_measure(setup, upstream, held_out, suite, _rule(name, args), seed, args.verbose)
+            result, trace = pretrain_and_measure(setup, upstream, held_out, suite, robust.get(name), seed, args,
+                                                 signal)
             runs[name].append(result)
             traces.setdefault(name, trace)
     return _report(runs, traces, args, setup)
@@ -97,6 +103,7 @@ class Setup:
         self.probe_eval = 60 if quick else 500
         self.probe_epochs = 5 if quick else 30
         self.held_out = 30 if quick else 200
+        self.signal = 30 if quick else 200  # train images per domain for the held-out signal
         self.epochs = args.epochs or (1 if quick else 8)
         self.batch_size = 32 if quick else args.batch_size
         self.mask_ratio = args.mask_ratio
@@ -136,19 +143,21 @@ def thickness_labels(images, digits):
 
 
 def split(train, test, setup, seed):
-    """`(pre-training images, held-out images, downstream tasks)` for a seed.
+    """`(pre-training, signal, held-out images, downstream tasks)` for a seed.
 
-    Per domain, the train split gives the probes' training images first and
-    the pre-training images from the rest; the test split gives the
-    held-out recovery images and the probes' evaluation images.
+    Per domain, the train split gives the probes' training images first,
+    then the pre-training images, then the images of the held-out signal
+    (`--signal held_out`); the test split gives the held-out recovery images
+    and the probes' evaluation images.
     """
     rng = np.random.default_rng(seed)
-    upstream, held_out, tasks = [], [], []
+    upstream, signal, held_out, tasks = [], [], [], []
     for domain in DOMAINS:
         x, y = train[domain]
         order = rng.permutation(len(y))
         probe = order[: setup.probe_train]
         upstream.append(x[order[setup.probe_train :][: setup.images_per_domain]])
+        signal.append(x[order[setup.probe_train + setup.images_per_domain :][: setup.signal]])
         x_test, y_test = test[domain]
         test_order = rng.permutation(len(y_test))
         held_out.append(x_test[test_order[: setup.held_out]])
@@ -164,7 +173,7 @@ def split(train, test, setup, seed):
     if setup.probe_tasks:
         tasks = [t for t in tasks if t.name in setup.probe_tasks]
     upstream = np.concatenate(upstream)
-    return upstream[rng.permutation(len(upstream))], np.concatenate(held_out), tasks
+    return upstream[rng.permutation(len(upstream))], np.concatenate(signal), np.concatenate(held_out), tasks
 
 
 def build_model(setup):
@@ -183,8 +192,11 @@ def augmentation(seed):
     return keras.layers.RandomTranslation(0.1, 0.1, fill_mode="nearest", seed=seed)
 
 
-def pretrain_and_measure(setup, upstream, held_out, suite, rule, seed, verbose=0):
-    """Pre-trains with `rule`; returns `(result dict, WeightTrace)`."""
+def pretrain_and_measure(setup, upstream, held_out, suite, robust, seed, args, signal):
+    """Pre-trains with `robust` (a `robust_arms.Arm`, or `None`: uniform); returns `(result dict, WeightTrace)`.
+
+    `signal`: the images of the held-out signal.
+    """
     keras.utils.set_random_seed(seed)
     mim = build_model(setup)
     model = MinimaxModel(mim, task_names=mim.target_names, task_key=None)
@@ -192,8 +204,12 @@ def pretrain_and_measure(setup, upstream, held_out, suite, rule, seed, verbose=0
     data = masked_image_dataset(upstream, mim, setup.mask_ratio, setup.batch_size, augmentation=augmentation(seed),
                                 drop_remainder=True, seed=seed)
     trace = report.WeightTrace(every=5)
-    history = model.fit(data, epochs=setup.epochs, verbose=verbose, shuffle=False,
-                        callbacks=[MirrorDescent(rule), trace])
+    callbacks = [trace]
+    if robust is not None:
+        signal_set = masked_image_dataset(signal, mim, setup.mask_ratio, 256, shuffle=False,
+                                          new_masks_each_epoch=False, seed=20_000 + seed)
+        callbacks.insert(0, robust.callback(signal_set, update_every=args.update_every))
+    history = model.fit(data, epochs=setup.epochs, verbose=args.verbose, shuffle=False, callbacks=callbacks)
     # Held out: test images of every domain, one fixed set of masks.
     evaluation = masked_image_dataset(held_out, mim, setup.mask_ratio, 256, shuffle=False,
                                       new_masks_each_epoch=False, seed=10_000 + seed)
@@ -205,12 +221,6 @@ def pretrain_and_measure(setup, upstream, held_out, suite, rule, seed, verbose=0
         "downstream": {t.name: float(probe[f"downstream/{t.name}"]) for t in suite.tasks},
         "task_weights": dict(zip(model.task_names, np.asarray(model.task_weights.numpy(), "float64").tolist())),
     }, trace
-
-
-def _rule(name, args):
-    if name == "exponentiated_gradient":
-        return rules.ExponentiatedGradient(step_size=args.step_size)
-    return rules.get(name)
 
 
 def _report(runs, traces, args, setup):

@@ -6,8 +6,10 @@ a task of `MinimaxModel` (per-element task ids: one per masked token). The
 recipe pre-trains a BERT on the Python-documentation corpus that ships with
 the package, twice with the same data, seed and budget: with `uniform`
 weights (the average of the group losses) and with the robust rule
-(`--weighting`, default `ExponentiatedGradient` with `--step-size` 0.001). It then reports, on
-held-out documents and with the same fixed masks for both:
+(`--weighting`, default `ExponentiatedGradient` with `--step-size` 0.001,
+following the losses of `--signal`: the training batch's, or those of 512
+training sentences set aside for it; `--compare` runs several). It then
+reports, on held-out documents and with the same fixed masks for all:
 
 - the masked-LM accuracy and loss of every group, their mean and worst;
 - two label-free linear probes through `DownstreamSuite`: word order
@@ -28,10 +30,9 @@ import numpy as np
 
 from keras_taskrobust import MinimaxModel
 from keras_taskrobust import cli
-from keras_taskrobust import rules
 from keras_taskrobust.callbacks import DownstreamSuite
-from keras_taskrobust.callbacks import MirrorDescent
 from keras_taskrobust.recipes import report
+from keras_taskrobust.recipes import robust_arms
 
 DESCRIPTION = "uniform vs robust POS-grouped masked-LM pre-training of BERT on Python docs, per-group held-out accuracy"
 PROBE_SECTIONS = ("library", "whatsnew", "howto", "c-api")
@@ -40,8 +41,13 @@ PROBE_SECTIONS = ("library", "whatsnew", "howto", "c-api")
 def add_arguments(parser):
     parser.add_argument("--model", choices=("tiny", "minilm"), default="tiny",
                         help="tiny: a 2-layer BERT from config; minilm: continue pre-training all-MiniLM-L6-v2 (default: tiny).")
-    parser.add_argument("--step-size", type=cli.non_negative_float, default=0.001,
-                        help="the exponentiated gradient's step size (default: 0.001; 0.01 starves the easy groups, see benchmarks/RESULTS.md).")
+    # Step size 0.01 a step starves the easy groups (benchmarks/RESULTS.md);
+    # on held-out losses the rule updates every 10 steps.
+    robust_arms.add_arguments(parser, {
+        "exponentiated_gradient": {"step_size": 0.001},
+        "exponentiated_gradient@held_out": {"step_size": 0.01},
+        "exponentiated_gradient@excess": {"step_size": 0.01},
+    })
     parser.add_argument("--balance-groups", action="store_true", help="mask every part-of-speech group equally often.")
     parser.add_argument("--batch-size", type=cli.positive_int, default=32, help="pre-training batch size (default: 32).")
     parser.add_argument("--learning-rate", type=cli.positive_float, default=None, help="Adam's learning rate (default: 3e-3 tiny, 5e-5 minilm).")
@@ -59,6 +65,8 @@ class _Settings:
         default_sentences = 1280 if args.quick else (2000 if minilm else None)
         self.train_sentences = args.train_sentences or default_sentences
         self.held_out_sentences = 256 if args.quick else None
+        # Training sentences set aside (every n-th) for the held-out signal.
+        self.signal_sentences = 64 if args.quick else 512
         self.learning_rate = args.learning_rate or (5e-5 if minilm else 3e-3)
         self.probe_train = 32 if args.quick else 250  # per class
         self.probe_eval = 32 if args.quick else 150
@@ -88,20 +96,28 @@ def run(args):
     groups = preprocessor.group_names
     train = nlp.load_python_docs("train")
     held_out = nlp.load_python_docs("held_out")
-    texts = train["text"][: settings.train_sentences]
+    every = len(train["text"]) // settings.signal_sentences
+    signal_texts = list(train["text"][every - 1 :: every][: settings.signal_sentences])
+    texts = [t for i, t in enumerate(train["text"]) if i % every != every - 1 or i // every >= len(signal_texts)]
+    texts = texts[: settings.train_sentences]
     start = time.perf_counter()
     tokens = preprocessor.tokenize(texts)
     eval_texts = held_out["text"][: settings.held_out_sentences]
     evaluation = nlp.masked_eval_set(preprocessor, eval_texts, seed=args.seed, repeats=1 if args.quick else 2)
+    signal_set = nlp.masked_eval_set(preprocessor, signal_texts, seed=args.seed + 1)
     tasks = [] if args.no_probes else _probes(nlp, preprocessor, train, held_out, settings, args.seed)
     print(f"Prepared {len(texts)} training and {len(eval_texts)} held-out sentences "
           f"({time.perf_counter() - start:.0f} s); groups: {', '.join(groups)}.")
 
-    robust = args.weighting
-    runs, traces = report.finished_runs(args, ["uniform", robust]), {}
+    robust = {arm.name: arm for arm in robust_arms.arms(args)}
+    runs, traces = report.finished_runs(args, ["uniform", *robust]), {}
     for seed in range(args.seed, args.seed + args.seeds):
+        uniform = None
         for name in runs:
-            result, trace = _pretrain(nlp, name, args, settings, preset, preprocessor, tokens, evaluation, tasks, seed)
+            descent = robust[name].callback(signal_set, uniform, args.update_every) if name in robust else None
+            result, trace, model = _pretrain(nlp, descent, args, settings, preset, preprocessor, tokens, evaluation,
+                                             tasks, seed)
+            uniform = uniform or model
             runs[name].append(result)
             traces.setdefault(name, trace)
     return _report(runs, traces, groups, args, settings, len(texts), len(eval_texts))
@@ -129,7 +145,8 @@ def _build_masked_lm(nlp, preset, vocabulary_size, sequence_length):
     return nlp.minilm_masked_lm()
 
 
-def _pretrain(nlp, name, args, settings, preset, preprocessor, tokens, evaluation, tasks, seed):
+def _pretrain(nlp, descent, args, settings, preset, preprocessor, tokens, evaluation, tasks, seed):
+    """Pre-trains with `descent` (a `MirrorDescent`, or `None`: uniform); `(result, WeightTrace, masked LM)`."""
     import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
@@ -145,12 +162,8 @@ def _pretrain(nlp, name, args, settings, preset, preprocessor, tokens, evaluatio
         .map(preprocessor)
         .prefetch(2)
     )
-    callbacks = []
-    if name != "uniform":
-        rule = rules.ExponentiatedGradient(step_size=args.step_size) if name == "exponentiated_gradient" else rules.get(name)
-        callbacks.append(MirrorDescent(rule))
     trace = report.WeightTrace(every=5)
-    callbacks.append(trace)
+    callbacks = [trace] if descent is None else [descent, trace]
     suite = None
     if tasks:
         suite = DownstreamSuite(mlm.backbone, tasks, every_n_epochs=settings.epochs, features="sequence_output", verbose=0)
@@ -172,7 +185,7 @@ def _pretrain(nlp, name, args, settings, preset, preprocessor, tokens, evaluatio
     if suite is not None:
         probe = suite.results[-1]
         result["probes"] = {t.name: float(probe[f"downstream/{t.name}"]) for t in tasks}
-    return result, trace
+    return result, trace, mlm
 
 
 def _report(runs, traces, groups, args, settings, n_train, n_eval):
@@ -209,6 +222,7 @@ def _report(runs, traces, groups, args, settings, n_train, n_eval):
         "train_sentences": n_train,
         "held_out_sentences": n_eval,
         "balance_groups": bool(args.balance_groups),
+        "signal_sentences": settings.signal_sentences,
         "rules": {r: {**mean[r], "std": spread[r], "runs": runs[r]} for r in columns},
         "figure": str(figure),
     }
