@@ -92,7 +92,8 @@ def _common_parser(recipe):
     parser.add_argument(
         "--weighting", default="exponentiated_gradient",
         choices=[n for n in rules.available() if n != "uniform"],
-        help="the robust rule compared with the average loss (default: exponentiated_gradient).",
+        help="the robust rule compared with uniform task weights (default: exponentiated_gradient; "
+             "mim: learning_progress).",
     )
     parser.add_argument("--quick", action="store_true", help="a small, fast run (for CI and smoke tests).")
     parser.add_argument(
