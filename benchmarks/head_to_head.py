@@ -21,7 +21,8 @@ size (0.01), trained by:
   batch-end hook, as Keras' progress bar does: `fit` then hands every
   batch's logs to the loop's thread and waits for each step) and
   `MinimaxModel, no rule` (the task split, state and logs, and the guard
-  that reads every batch's logs, without `MirrorDescent`);
+  that reads every batch's logs, without `MirrorDescent`), and on torch
+  with `--compiled 1` the same compiled;
 - on torch, with `--compiled 1`: `plain Keras, compiled` and
   `MinimaxModel + EG, compiled`, each compiled with `jit_compile=True`
   (`torch.compile`; about a minute each to compile).
@@ -65,6 +66,7 @@ BASELINES = {
     "MinimaxModel, no rule": "plain Keras",
     "plain Keras, compiled": "plain Keras",
     "MinimaxModel + EG, compiled": "plain Keras, compiled",
+    "MinimaxModel, no rule, compiled": "plain Keras, compiled",
 }
 # (variant, backend or None for all, against LOOP or the baseline, at most).
 TARGETS = [
@@ -166,6 +168,8 @@ def keras_runs(features, labels, task_ids, epochs, compiled, parts=0):
     if compiled and keras.backend.backend() == "torch":
         runs["plain Keras, compiled"] = plain(jit_compile=True)
         runs["MinimaxModel + EG, compiled"] = minimax(lambda: rules.ExponentiatedGradient(STEP_SIZE), jit_compile=True)
+        if parts:
+            runs["MinimaxModel, no rule, compiled"] = minimax(None, jit_compile=True)
     return runs
 
 
