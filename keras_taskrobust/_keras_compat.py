@@ -189,6 +189,23 @@ class SkipNonFiniteSteps(keras.optimizers.LossScaleOptimizer):
     def _stateless_handle_non_finite_grads(self, optimizer_variables, trainable_variables):
         return trainable_variables, list(optimizer_variables)
 
+    def check_finite(self, grads):
+        # `g * 0` is 0 where g is finite and NaN where it is not, so one sum
+        # per gradient tells. Keras' check stacks a list of scalar tensors,
+        # which on eager torch cost more than the optimizer's own update
+        # (benchmarks/RESULTS.md, "How fast is MinimaxModel against the Group
+        # DRO loop a PyTorch user would write?").
+        # TensorFlow gives an embedding's gradient as IndexedSlices: its values are what is checked.
+        values = [g.values if type(g).__name__ == "IndexedSlices" else g for g in grads if g is not None]
+        sums = [ops.sum(v * 0.0) for v in values]  # backend tensors: no op dispatch
+        return ops.isfinite(sum(sums[1:], sums[0]))
+
+    def _stateful_handle_finite_grads(self, grads, trainable_variables):
+        # The scale is exactly 1: the gradients need no unscaling, and the
+        # step counter never reaches Keras' growth step.
+        self.inner_optimizer.apply(grads, trainable_variables=trainable_variables)
+        self.step_counter.assign_add(1)
+
     def stateless_apply(self, optimizer_variables, grads, trainable_variables):
         # JAX's stateless step, without a branch: XLA keeps the two sides of
         # Keras' `ops.cond` out of the step's fusions, which cost about a
