@@ -213,8 +213,8 @@ def pretrain_and_measure(setup, upstream, held_out, suite, robust, seed, args, s
     trace = report.WeightTrace(every=5)
     callbacks = [trace]
     if robust is not None:
-        signal_set = masked_image_dataset(signal, mim, setup.mask_ratio, 256, shuffle=False,
-                                          new_masks_each_epoch=False, seed=20_000 + seed)
+        signal_set = None if robust.signal == "training" else masked_image_dataset(
+            signal, mim, setup.mask_ratio, 256, shuffle=False, new_masks_each_epoch=False, seed=20_000 + seed)
         callbacks.insert(0, robust.callback(signal_set, update_every=args.update_every))
     history = model.fit(data, epochs=setup.epochs, verbose=args.verbose, shuffle=False, callbacks=callbacks)
     # Held out: test images of every domain, one fixed set of masks.

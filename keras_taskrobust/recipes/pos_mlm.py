@@ -101,9 +101,10 @@ def run(args):
     train = nlp.load_python_docs("train")
     held_out = nlp.load_python_docs("held_out")
     every = len(train["text"]) // settings.signal_sentences
-    signal_texts = list(train["text"][every - 1 :: every][: settings.signal_sentences])
-    texts = [t for i, t in enumerate(train["text"]) if i % every != every - 1 or i // every >= len(signal_texts)]
-    texts = texts[: settings.train_sentences]
+    signal_index = range(every - 1, every * settings.signal_sentences, every)
+    signal_texts = [train["text"][i] for i in signal_index]
+    set_aside = set(signal_index)
+    texts = [t for i, t in enumerate(train["text"]) if i not in set_aside][: settings.train_sentences]
     start = time.perf_counter()
     tokens = preprocessor.tokenize(texts)
     eval_texts = held_out["text"][: settings.held_out_sentences]
