@@ -90,6 +90,8 @@ def test_bad_numbers_are_rejected_before_any_work(capsys, fake_run, tmp_path, re
     ("pos-mlm", "nope@training", "is not RULE@SIGNAL"),
     ("views", "exponentiated_gradient", "is not RULE@SIGNAL"),
     ("pos-mlm", "softmax@training,softmax@training", "give distinct RULE@SIGNAL entries"),
+    ("pos-mlm", "average,average", "give distinct RULE@SIGNAL entries"),
+    ("mim", "average", "is not RULE@SIGNAL"),  # same-size per-output tasks: pooled is uniform
 ])
 def test_bad_robust_arms_are_rejected_before_any_work(capsys, fake_run, tmp_path, recipe, value, problem):
     with pytest.raises(SystemExit) as exit_info:
@@ -116,6 +118,14 @@ def test_robust_arms_take_the_recipe_defaults_per_signal_and_the_command_line(fa
     descent = arms[1].callback(held_out=("x", "y"), update_every=7)
     assert descent.held_out == ("x", "y") and descent.update_every == 7 and descent.reference is None
     assert arms[0].callback(held_out=("x", "y")).held_out is None
+
+
+def test_pos_mlm_compares_against_the_pooled_average(fake_run, tmp_path):
+    arms = []
+    fake_run.body = lambda args: arms.extend(robust_arms.arms(args)) or {"rules": {}}
+    cli.main(["run", "pos-mlm", "--output", str(tmp_path), "--compare", "softmax@training,average"])
+    assert [(a.name, a.signal, type(a.rule).__name__) for a in arms] == [
+        ("softmax@training", "training", "Softmax"), ("average", None, "NoneType")]
 
 
 def test_step_size_for_a_rule_without_one_is_an_error(capsys, fake_run, tmp_path):

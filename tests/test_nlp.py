@@ -362,19 +362,25 @@ def test_pos_mlm_recipe_quick_run(tmp_path):
            "KERAS_BACKEND": keras.backend.backend()}
     result = subprocess.run(
         [sys.executable, "-m", "keras_taskrobust", "run", "pos-mlm", "--quick", "--verbose", "0",
-         "--output", str(output)], capture_output=True, text=True, env=env, timeout=600,
+         "--compare", "exponentiated_gradient@excess,average", "--output", str(output)],
+        capture_output=True, text=True, env=env, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((output / "report.json").read_text())
     assert report["recipe"] == "pos-mlm" and report["backend"] == keras.backend.backend()
-    assert set(report["rules"]) == {"uniform", "exponentiated_gradient"}
+    assert list(report["rules"]) == ["uniform", "exponentiated_gradient@excess", "average"]
     for rule in report["rules"].values():
         assert set(rule["accuracy"]) == set(GROUPS)
         assert 0 <= rule["summary"]["worst"] <= rule["summary"]["mean"] <= 1
         assert set(rule["probes"]) == {"word_order", "section"}
     # The rule ran: on the excess over the uniform run's model its few
     # updates move the weights a little, and off uniform.
-    weights = report["rules"]["exponentiated_gradient"]["task_weights"]
+    weights = report["rules"]["exponentiated_gradient@excess"]["task_weights"]
     assert abs(sum(weights.values()) - 1) < 1e-5 and max(abs(w - 1 / 6) for w in weights.values()) > 1e-5
+    # The pooled run is a plain fit: its weights are the groups' shares of the masked tokens, unequal.
+    pooled = report["rules"]["average"]
+    assert list(pooled["train_loss"]) == ["all"] and np.isfinite(pooled["train_loss"]["all"])
+    assert abs(sum(pooled["task_weights"].values()) - 1) < 1e-9
+    assert max(pooled["task_weights"].values()) > 2 * min(pooled["task_weights"].values())
     assert (output / "pos_mlm.png").stat().st_size > 10000
     assert "Held-out masked-LM accuracy per part-of-speech group" in result.stdout

@@ -2,7 +2,8 @@
 
 Pre-trains the main job's model (recipe `views`: four views of the same
 digits, a 16-unit representation, linear probes per view) with uniform task
-weights and with each candidate rule and signal, on the same data, seed and
+weights, on the pooled average loss (`average`), and with each rule and
+signal, on the same data, seed and
 budget, and prints per arm the mean and worst linear-probe accuracy over
 seeds, and the paired difference to `uniform` on each seed (mean ± standard
 deviation over seeds).
@@ -24,8 +25,13 @@ from keras_taskrobust.data import load_domains
 from keras_taskrobust.recipes import digit_views
 from keras_taskrobust.recipes import robust_arms
 
-# name: (rule, signal) -- signal "held_out", "excess" or "training".
+# name: (rule, signal) -- signal "held_out", "excess" or "training"; `average`: the pooled loss, no rule.
 ARMS = {
+    "average": (None, None),
+    # The rules as a user first tries them: on the training batch, every step.
+    "eg_training": (lambda: rules.ExponentiatedGradient(0.01, smoothing=0.01), "training"),
+    "softmax_training": (lambda: rules.Softmax(), "training"),
+    "hard_max_training": (lambda: rules.HardMax(), "training"),
     "eg_excess": (lambda: rules.ExponentiatedGradient(0.1, smoothing=0.01), "excess"),
     "eg_held_out": (lambda: rules.ExponentiatedGradient(0.1, smoothing=0.01), "held_out"),
     "progress_held_out": (lambda: rules.LearningProgress(10.0, smoothing=0.05), "held_out"),
@@ -60,9 +66,10 @@ def main():
         print(f"seed {seed} uniform: {_line(scores)} ({time.perf_counter() - start:.0f} s)", flush=True)
         for arm in args.arms:
             make_rule, signal = ARMS[arm]
+            robust = make_rule and robust_arms.Arm(arm, make_rule(), signal)
             start = time.perf_counter()
             scores, _, _ = digit_views._pretrain_and_probe(
-                data, arm, robust_arms.Arm(arm, make_rule(), signal), settings, epochs, seed, reference=reference)
+                data, arm, robust, settings, epochs, seed, reference=reference)
             results[arm].append(scores["downstream"])
             weights = " ".join(f"{w:.2f}" for w in scores["task_weights"].values())
             print(f"seed {seed} {arm}: {_line(scores)} weights {weights} ({time.perf_counter() - start:.0f} s)",

@@ -10,7 +10,9 @@ weights (the average of the group losses) and with the robust rule
 `--signal`: by default each group's excess loss over the uniform run's
 model on 512 training sentences set aside for it, step size 0.01 every 10
 steps; or those losses themselves, or the training batch's at 0.001 a step;
-`--compare` runs several). It then reports, on held-out documents and with
+`--compare` runs several, and `average`: plain `fit` on the loss pooled
+over all masked tokens, which weighs each group by its frequency). It then
+reports, on held-out documents and with
 the same fixed masks for all:
 
 - the masked-LM accuracy and loss of every group, their mean and worst;
@@ -51,7 +53,7 @@ def add_arguments(parser):
         "exponentiated_gradient": {"step_size": 0.001},
         "exponentiated_gradient@held_out": {"step_size": 0.01},
         "exponentiated_gradient@excess": {"step_size": 0.01},
-    }, signal="excess")
+    }, signal="excess", average=True)
     parser.add_argument("--balance-groups", action="store_true", help="mask every part-of-speech group equally often.")
     parser.add_argument("--batch-size", type=cli.positive_int, default=32, help="pre-training batch size (default: 32).")
     parser.add_argument("--learning-rate", type=cli.positive_float, default=None, help="Adam's learning rate (default: 3e-3 tiny, 5e-5 minilm).")
@@ -119,9 +121,10 @@ def run(args):
     for seed in range(args.seed, args.seed + args.seeds):
         uniform = None
         for name in runs:
-            descent = robust[name].callback(signal_set, uniform, args.update_every) if name in robust else None
+            arm = robust.get(name)
+            descent = arm.callback(signal_set, uniform, args.update_every) if arm and arm.rule else None
             result, trace, model = _pretrain(nlp, descent, args, settings, preset, preprocessor, tokens, evaluation,
-                                             tasks, seed)
+                                             tasks, seed, pooled=name == "average")
             uniform = uniform or model
             runs[name].append(result)
             traces.setdefault(name, trace)
@@ -150,13 +153,17 @@ def _build_masked_lm(nlp, preset, vocabulary_size, sequence_length):
     return nlp.minilm_masked_lm()
 
 
-def _pretrain(nlp, descent, args, settings, preset, preprocessor, tokens, evaluation, tasks, seed):
-    """Pre-trains with `descent` (a `MirrorDescent`, or `None`: uniform); `(result, WeightTrace, masked LM)`."""
+def _pretrain(nlp, descent, args, settings, preset, preprocessor, tokens, evaluation, tasks, seed, pooled=False):
+    """Pre-trains; `(result, WeightTrace or None, masked LM)`.
+
+    `descent`: a `MirrorDescent`, or `None`: uniform task weights.
+    `pooled`: plain `fit` of the masked LM on the mean over all masked tokens.
+    """
     import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
     mlm = _build_masked_lm(nlp, preset, preprocessor.tokenizer.vocabulary_size(), args.sequence_length)
-    model = MinimaxModel(mlm, task_names=preprocessor.group_names)
+    model = mlm if pooled else MinimaxModel(mlm, task_names=preprocessor.group_names)
     model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     # New masks every epoch, drawn inside tf.data from the seeded TF state.
@@ -165,10 +172,13 @@ def _pretrain(nlp, descent, args, settings, preset, preprocessor, tokens, evalua
         .shuffle(len(tokens["token_ids"]), seed=seed)
         .batch(args.batch_size, drop_remainder=True)
         .map(preprocessor)
-        .prefetch(2)
     )
-    trace = report.WeightTrace(every=5)
-    callbacks = [trace] if descent is None else [descent, trace]
+    if pooled:
+        task_key = preprocessor.task_key
+        stream = stream.map(lambda x, y, w: ({k: v for k, v in x.items() if k != task_key}, y, w))
+    stream = stream.prefetch(2)
+    trace = None if pooled else report.WeightTrace(every=5)
+    callbacks = [c for c in (descent, trace) if c is not None]
     suite = None
     if tasks:
         suite = DownstreamSuite(mlm.backbone, tasks, every_n_epochs=settings.epochs, features="sequence_output", verbose=0)
@@ -178,13 +188,20 @@ def _pretrain(nlp, descent, args, settings, preset, preprocessor, tokens, evalua
     seconds = time.perf_counter() - start
     metrics = nlp.masked_lm_group_metrics(model, evaluation, preprocessor.group_names)
     groups = preprocessor.group_names
+    if pooled:
+        # The pooled loss weighs each group by its share of the masked tokens (the evaluation's, here).
+        counts = np.array([metrics[f"count/{g}"] for g in groups], "float64")
+        weights, train_loss = counts / counts.sum(), {"all": float(history.history["loss"][-1])}
+    else:
+        weights = np.asarray(model.task_weights.numpy(), "float64")
+        train_loss = {g: float(history.history[f"loss/{g}"][-1]) for g in groups}
     result = {
         "accuracy": {g: metrics[f"accuracy/{g}"] for g in groups},
         "loss": {g: metrics[f"loss/{g}"] for g in groups},
         "summary": {"mean": metrics["accuracy/mean"], "worst": metrics["accuracy/worst"],
                     "all_tokens": metrics["accuracy/all"], "loss_worst": metrics["loss/worst"]},
-        "task_weights": dict(zip(groups, np.asarray(model.task_weights.numpy(), "float64").tolist())),
-        "train_loss": {g: float(history.history[f"loss/{g}"][-1]) for g in groups},
+        "task_weights": dict(zip(groups, weights.tolist())),
+        "train_loss": train_loss,
         "fit_seconds": {"seconds": seconds},
     }
     if suite is not None:
@@ -213,9 +230,9 @@ def _report(runs, traces, groups, args, settings, n_train, n_eval):
     print(report.table("\nTask weights at the end of pre-training", columns,
                        {g: [mean[r]["task_weights"][g] for r in columns] for g in groups}))
     figure = args.output / "pos_mlm.png"
-    robust = columns[1]
+    robust = next((r for r in columns[1:] if traces[r] is not None), columns[-1])
     report.comparison_figure(
-        figure, {robust: traces[robust]}, {r: mean[r]["accuracy"] for r in columns},
+        figure, {robust: traces[robust]} if traces[robust] is not None else {}, {r: mean[r]["accuracy"] for r in columns},
         "held-out MLM accuracy", title=f"POS-grouped masked LM: uniform vs {robust}",
     )
     print(f"Figure: {figure}")

@@ -12,6 +12,8 @@ of `--weighting` following the losses of `--signal`:
 `--compare rule@signal,...` runs several robust arms beside one `uniform`
 run per seed (the same data, seed and budget), e.g.
 `--compare exponentiated_gradient@training,learning_progress@held_out`.
+A recipe whose tasks are not the same size (pos-mlm's groups) also takes
+`average`: plain `fit` on the pooled loss, no task weights at all.
 """
 
 import argparse
@@ -26,7 +28,10 @@ TUNABLE = ("exponentiated_gradient", "learning_progress")
 
 
 class Arm:
-    """One robust run: its name in the report, its rule and the losses the rule follows."""
+    """One robust run: its name in the report, its rule and the losses the rule follows.
+
+    The `average` arm has neither: the recipe trains on the pooled loss.
+    """
 
     def __init__(self, name, rule, signal):
         self.name, self.rule, self.signal = name, rule, signal
@@ -39,14 +44,15 @@ class Arm:
                              reference=reference if self.signal == "excess" else None)
 
 
-def add_arguments(parser, defaults, signal="training", signals=SIGNALS):
+def add_arguments(parser, defaults, signal="training", signals=SIGNALS, average=False):
     """Adds `--signal`, `--step-size`, `--smoothing`, `--update-every` and `--compare`.
 
     `defaults`: `{rule name: {argument: value}}`, the recipe's settings of
     each rule where they differ from the rule's own defaults, and
     `{"rule@signal": {...}}` where they differ for that signal (a rule that
     updates every 10 steps on held-out losses takes 10 times the step size
-    of one that updates every step on the training batch).
+    of one that updates every step on the training batch). `average`:
+    whether `--compare` takes `average`, the pooled loss.
     """
     def default(name, key):
         value = defaults.get(name, {}).get(key)
@@ -63,21 +69,27 @@ def add_arguments(parser, defaults, signal="training", signals=SIGNALS):
                              f"{default(TUNABLE[1], 'smoothing')}).")
     parser.add_argument("--update-every", type=cli.positive_int, default=10,
                         help="steps between weight updates on held-out losses (default: 10).")
-    parser.add_argument("--compare", type=_arm_list(signals), default=None, metavar="RULE@SIGNAL,...",
+    pooled = ", or average (plain fit on the pooled loss)" if average else ""
+    parser.add_argument("--compare", type=_arm_list(signals, average), default=None, metavar="RULE@SIGNAL,...",
                         help="several robust runs beside one uniform run, e.g. "
-                             "exponentiated_gradient@training,learning_progress@held_out (default: --weighting@--signal).")
+                             f"exponentiated_gradient@training,learning_progress@held_out{pooled} "
+                             "(default: --weighting@--signal).")
     parser.set_defaults(rule_defaults=defaults)
 
 
-def _arm_list(signals):
+def _arm_list(signals, average):
     def parse(text):
         arms = []
         for entry in filter(None, (e.strip() for e in text.split(","))):
+            if average and entry == "average":
+                arms.append(("average", None))
+                continue
             name, _, signal = entry.partition("@")
             if name not in rules.available() or name == "uniform" or signal not in signals:
                 raise argparse.ArgumentTypeError(
                     f"{entry!r} is not RULE@SIGNAL with RULE one of "
-                    f"{[n for n in rules.available() if n != 'uniform']} and SIGNAL one of {list(signals)}")
+                    f"{[n for n in rules.available() if n != 'uniform']} and SIGNAL one of {list(signals)}"
+                    + (", or average" if average else ""))
             arms.append((name, signal))
         if not arms or len(set(arms)) != len(arms):
             raise argparse.ArgumentTypeError(f"give distinct RULE@SIGNAL entries; got {text!r}")
@@ -96,7 +108,8 @@ def arms(args):
                                  f"{' and '.join(TUNABLE)}, not {args.weighting}.")
     if args.compare is None:
         return [Arm(args.weighting, _rule(args.weighting, args.signal, args.rule_defaults, given), args.signal)]
-    return [Arm(f"{name}@{signal}", _rule(name, signal, args.rule_defaults, given), signal)
+    return [Arm("average", None, None) if name == "average" else
+            Arm(f"{name}@{signal}", _rule(name, signal, args.rule_defaults, given), signal)
             for name, signal in args.compare]
 
 
