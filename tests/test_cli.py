@@ -123,9 +123,11 @@ def test_robust_arms_take_the_recipe_defaults_per_signal_and_the_command_line(fa
 def test_pos_mlm_compares_against_the_pooled_average(fake_run, tmp_path):
     arms = []
     fake_run.body = lambda args: arms.extend(robust_arms.arms(args)) or {"rules": {}}
-    cli.main(["run", "pos-mlm", "--output", str(tmp_path), "--compare", "softmax@training,average"])
+    cli.main(["run", "pos-mlm", "--output", str(tmp_path), "--compare", "softmax@training,average,lookahead@held_out"])
     assert [(a.name, a.signal, type(a.rule).__name__) for a in arms] == [
-        ("softmax@training", "training", "Softmax"), ("average", None, "NoneType")]
+        ("softmax@training", "training", "Softmax"), ("average", None, "NoneType"),
+        ("lookahead@held_out", "held_out", "Lookahead")]
+    assert arms[2].rule.layers == ["mlm_head"]  # G on the head and the embeddings tied to it
 
 
 def test_step_size_for_a_rule_without_one_is_an_error(capsys, fake_run, tmp_path):

@@ -48,11 +48,14 @@ def add_arguments(parser):
     # Step size 0.01 a step starves the easy groups; on held-out losses the
     # rule updates every 10 steps. The default, the excess over the uniform
     # run, is the robust run that kept the mean accuracy within a point
-    # (benchmarks/RESULTS.md, "POS-grouped masked LM").
+    # (benchmarks/RESULTS.md, "POS-grouped masked LM"). Lookahead's G: the
+    # task gradients on the masked-LM head, with the token embeddings it is
+    # tied to (over all weights it costs several steps' time).
     robust_arms.add_arguments(parser, {
         "exponentiated_gradient": {"step_size": 0.001},
         "exponentiated_gradient@held_out": {"step_size": 0.01},
         "exponentiated_gradient@excess": {"step_size": 0.01},
+        "lookahead": {"layers": ["mlm_head"]},
     }, signal="excess", average=True)
     parser.add_argument("--balance-groups", action="store_true", help="mask every part-of-speech group equally often.")
     parser.add_argument("--batch-size", type=cli.positive_int, default=32, help="pre-training batch size (default: 32).")
