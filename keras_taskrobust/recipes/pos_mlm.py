@@ -49,8 +49,9 @@ def add_arguments(parser):
     # rule updates every 10 steps. The default, the excess over the uniform
     # run, is the robust run that kept the mean accuracy within a point
     # (benchmarks/RESULTS.md, "POS-grouped masked LM"). Lookahead's G: the
-    # task gradients on the masked-LM head, with the token embeddings it is
-    # tied to (over all weights it costs several steps' time).
+    # task gradients on the masked-LM head and the token embeddings tied to
+    # it, not the whole encoder's; no representation cut, as the head also
+    # reads `mask_positions`.
     robust_arms.add_arguments(parser, {
         "exponentiated_gradient": {"step_size": 0.001},
         "exponentiated_gradient@held_out": {"step_size": 0.01},
