@@ -128,6 +128,7 @@ def test_pos_mlm_compares_against_the_pooled_average(fake_run, tmp_path):
         ("softmax@training", "training", "Softmax"), ("average", None, "NoneType"),
         ("lookahead@held_out", "held_out", "Lookahead")]
     assert arms[2].rule.layers == ["mlm_head"]  # G on the head and the embeddings tied to it
+    assert [a.pooled for a in arms] == [False, True, False]
 
 
 def test_step_size_for_a_rule_without_one_is_an_error(capsys, fake_run, tmp_path):

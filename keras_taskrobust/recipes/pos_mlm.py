@@ -126,9 +126,10 @@ def run(args):
         uniform = None
         for name in runs:
             arm = robust.get(name)
-            descent = arm.callback(signal_set, uniform, args.update_every) if arm and arm.rule else None
+            pooled = arm is not None and arm.pooled
+            descent = arm.callback(signal_set, uniform, args.update_every) if arm and not pooled else None
             result, trace, model = _pretrain(nlp, descent, args, settings, preset, preprocessor, tokens, evaluation,
-                                             tasks, seed, pooled=name == "average")
+                                             tasks, seed, pooled=pooled)
             uniform = uniform or model
             runs[name].append(result)
             traces.setdefault(name, trace)

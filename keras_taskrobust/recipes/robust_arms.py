@@ -36,6 +36,11 @@ class Arm:
     def __init__(self, name, rule, signal):
         self.name, self.rule, self.signal = name, rule, signal
 
+    @property
+    def pooled(self):
+        """Whether this is the `average` arm: plain `fit` on the pooled loss."""
+        return self.rule is None
+
     def callback(self, held_out, reference=None, update_every=10):
         """The `MirrorDescent` of this arm, given the recipe's held-out set and the `uniform` run's model."""
         if self.signal == "training":
