@@ -160,6 +160,22 @@ def test_lookahead_takes_its_task_gradients_on_the_held_out_data():
     np.testing.assert_allclose(model.task_weights.numpy(), expected, rtol=1e-4)
 
 
+def test_held_out_gram_follows_the_weights_as_training_moves_them():
+    # JAX compiles the held-out G once, the weights its arguments: after
+    # they change it must see the new ones, not the ones it was traced with.
+    from keras_taskrobust.models import held_out
+
+    model = new_model()
+    held_x, held_y = data(1)
+    rule = rules.Lookahead(split_batch=False)
+    layer = model.model.layers[0]
+    for kernel, bias in [layer.get_weights(), (np.full((4, 1), 0.5, "float32"), np.array([-1.0], "float32"))]:
+        layer.set_weights([kernel, bias])
+        gram = held_out.task_gram(model, (held_x, held_y), rule)
+        jacobian = reference.linear_mse_task_gradients(held_x["x"], held_y, held_x["task_id"], np.ones(N), kernel, bias, K)
+        np.testing.assert_allclose(gram, jacobian @ jacobian.T, rtol=1e-4, atol=1e-5)
+
+
 def test_lookahead_on_held_out_outputs_with_their_own_sample_weights():
     """Tasks by output (a dict), per-output sample weights, G on a representation, held-out data in batches."""
     rng = np.random.default_rng(2)

@@ -17,6 +17,9 @@ training step, a single scatter on each backend.
 `gradient(fn, value)`: the gradient of the scalar `fn(value)` with respect
 to the tensor `value`, computed eagerly (outside the training step).
 
+`compiled(fn)`: `fn`, a pure function of tensors, compiled where an eager
+call would cost much more (JAX); `fn` itself elsewhere.
+
 And the view of data-parallel training (the global batch split into shards,
 one per replica) that `MinimaxModel` needs to compute its group losses on the
 global batch:
@@ -48,6 +51,7 @@ averages the gradients; a forward pass not run by DDP is single-process.
 import keras
 
 __all__ = [
+    "compiled",
     "gradient",
     "loss_scale",
     "note_forward",
@@ -62,6 +66,7 @@ __all__ = [
 
 _backend = keras.backend.backend()
 if _backend == "jax":
+    from keras_taskrobust.backend.jax import compiled
     from keras_taskrobust.backend.jax import gradient
     from keras_taskrobust.backend.jax import loss_scale
     from keras_taskrobust.backend.jax import note_forward
@@ -73,6 +78,7 @@ if _backend == "jax":
     from keras_taskrobust.backend.jax import segment_sums
     from keras_taskrobust.backend.jax import task_gradients
 elif _backend == "tensorflow":
+    from keras_taskrobust.backend.tensorflow import compiled
     from keras_taskrobust.backend.tensorflow import gradient
     from keras_taskrobust.backend.tensorflow import loss_scale
     from keras_taskrobust.backend.tensorflow import note_forward
@@ -84,6 +90,7 @@ elif _backend == "tensorflow":
     from keras_taskrobust.backend.tensorflow import segment_sums
     from keras_taskrobust.backend.tensorflow import task_gradients
 elif _backend == "torch":
+    from keras_taskrobust.backend.torch import compiled
     from keras_taskrobust.backend.torch import gradient
     from keras_taskrobust.backend.torch import loss_scale
     from keras_taskrobust.backend.torch import note_forward

@@ -105,3 +105,9 @@ def reducible_logs(logs):
     if not _multi_worker() or tf.distribute.in_cross_replica_context():
         return logs
     return {key: tf.expand_dims(value, 0) for key, value in logs.items()}
+
+
+def compiled(fn):
+    # Eager: a tf.function here would be traced in the cross-replica
+    # context of tf.distribute, where the held-out `G` is computed.
+    return fn

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_taskrobust import backend
 from keras_taskrobust.models import task_inputs
 from keras_taskrobust.rules.weighting_rule import keep_unseen_weights
 
@@ -94,18 +95,41 @@ def task_gram(minimax, data, rule):
     Computed as in the training step (`TaskGram`), with the model in
     inference mode, on the whole held-out set as one batch: the gradients
     of tasks held in different batches must meet in one product. No state
-    changes.
+    changes. JAX compiles it once per rule and model (its arguments are the
+    weights' values): run eagerly, op by op, it took most of a pre-training's
+    time (benchmarks/RESULTS.md, "Lookahead" under "POS-grouped masked LM").
     """
     parts = list(batches(data, batch_size=None))
     joined = lambda *a: ops.convert_to_tensor(np.concatenate(a))  # one batch, in each part's structure
     x, y = keras.tree.map_structure(joined, *[p[:2] for p in parts])
     sample_weight = None if parts[0][2] is None else keras.tree.map_structure(joined, *[p[2] for p in parts])
+    if keras.backend.backend() == "jax":
+        return ops.convert_to_numpy(_compiled_gram(minimax, rule)(x, y, sample_weight))
+    return ops.convert_to_numpy(_gram(minimax, rule, x, y, sample_weight))
+
+
+def _gram(minimax, rule, x, y, sample_weight):
     inputs = task_inputs.model_inputs(x, minimax.task_key)
     if rule.representation is not None:
         y_pred = minimax.task_gram.forward(inputs, rule.representation, training=False)
     else:
         y_pred = minimax.model(inputs, training=False)
-    return ops.convert_to_numpy(minimax.task_gram(x, y, y_pred, sample_weight, rule))
+    return minimax.task_gram(x, y, y_pred, sample_weight, rule)
+
+
+def _compiled_gram(minimax, rule):
+    """`_gram` for `rule` as one compiled function of the data, the weights read as they are now."""
+    compiled = minimax.task_gram.held_out_functions
+    if id(rule) not in compiled:
+        variables = minimax.model.variables
+
+        def gram(values, x, y, sample_weight):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                return _gram(minimax, rule, x, y, sample_weight)
+
+        run = backend.compiled(gram)
+        compiled[id(rule)] = (rule, lambda *data: run([v.value for v in variables], *data))
+    return compiled[id(rule)][1]
 
 
 def _predict(model, x):
