@@ -127,8 +127,26 @@ def test_pos_mlm_compares_against_the_pooled_average(fake_run, tmp_path):
     assert [(a.name, a.signal, type(a.rule).__name__) for a in arms] == [
         ("softmax@training", "training", "Softmax"), ("average", None, "NoneType"),
         ("lookahead@held_out", "held_out", "Lookahead")]
-    assert arms[2].rule.layers == ["mlm_head"]  # G on the head and the embeddings tied to it
+    assert arms[2].rule.layers == ["intermediate_dense", "intermediate_layer_norm"]  # G on the head's transform
     assert [a.pooled for a in arms] == [False, True, False]
+
+
+@pytest.mark.parametrize("recipe, options, expected", [
+    # pos-mlm's default: the robust rule and the pooled average.
+    ("pos-mlm", [], [("exponentiated_gradient@excess", "excess"), ("average", None)]),
+    # --weighting or --signal alone: that one rule, the other from the recipe.
+    ("pos-mlm", ["--weighting", "softmax"], [("softmax", "excess")]),
+    ("pos-mlm", ["--signal", "training"], [("exponentiated_gradient", "training")]),
+    ("pos-mlm", ["--weighting", "exponentiated_gradient"], [("exponentiated_gradient", "excess")]),
+    # A recipe without a default comparison: its --weighting following its --signal.
+    ("mim", [], [("learning_progress", "held_out")]),
+    ("views", ["--signal", "training"], [("exponentiated_gradient", "training")]),
+])
+def test_default_arms_of_each_recipe(fake_run, tmp_path, recipe, options, expected):
+    arms = []
+    fake_run.body = lambda args: arms.extend(robust_arms.arms(args)) or {"rules": {}}
+    cli.main(["run", recipe, "--output", str(tmp_path), *options])
+    assert [(a.name, a.signal) for a in arms] == expected
 
 
 def test_step_size_for_a_rule_without_one_is_an_error(capsys, fake_run, tmp_path):

@@ -1,5 +1,6 @@
 """Part-of-speech-grouped masked LM: grouper, preprocessor, corpus, MiniLM, recipe."""
 
+import argparse
 import gzip
 import json
 import os
@@ -317,6 +318,25 @@ def test_pass_through_head_scores_the_encoder_output_against_the_embeddings():
     normed = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + 1e-5)
     embeddings = keras.ops.convert_to_numpy(mlm.backbone.token_embedding.embeddings)
     np.testing.assert_allclose(logits, normed @ embeddings.T, atol=1e-3)
+
+
+def test_pos_mlm_lookahead_gram_is_on_the_head_transform_not_the_tied_embeddings():
+    # The recipe's Lookahead differentiates the head's transform only: the
+    # token embeddings tied to the head also feed the encoder, and a G over
+    # them differentiates the whole model (benchmarks/RESULTS.md, "Lookahead").
+    from keras_taskrobust.recipes import pos_mlm
+
+    parser = argparse.ArgumentParser()
+    pos_mlm.add_arguments(parser)
+    layers = parser.parse_args([]).rule_defaults["lookahead"]["layers"]
+    mlm = nlp.tiny_bert_masked_lm(len(VOCABULARY), sequence_length=8, num_layers=1, hidden_dim=8, num_heads=1)
+    model = MinimaxModel(mlm, task_names=GROUPS)
+    variables = model.task_gram._gradient_variables(layers)
+    head = mlm.get_layer("mlm_head")
+    tied = {v.path for v in mlm.backbone.token_embedding.trainable_variables}
+    own = {v.path for v in head.trainable_variables if v.name != "output_bias"} - tied
+    assert tied and {v.path for v in variables} == own
+    assert sorted(tuple(v.shape) for v in variables) == [(8,), (8,), (8,), (8, 8)]
 
 
 def test_minilm_preset_loads_offline_and_trains_with_group_losses():

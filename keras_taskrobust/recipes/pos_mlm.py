@@ -4,15 +4,18 @@ Masked-language modelling is split into sub-tasks by the part of speech of
 the masked word (noun, verb, adjective, adverb, function word, other), each
 a task of `MinimaxModel` (per-element task ids: one per masked token). The
 recipe pre-trains a BERT on the Python-documentation corpus that ships with
-the package, twice with the same data, seed and budget: with `uniform`
-weights (the average of the group losses) and with the robust rule
-(`--weighting`, default `ExponentiatedGradient`, following the losses of
-`--signal`: by default each group's excess loss over the uniform run's
-model on 512 training sentences set aside for it, step size 0.01 every 10
-steps; or those losses themselves, or the training batch's at 0.001 a step;
-`--compare` runs several, and `average`: plain `fit` on the loss pooled
-over all masked tokens, which weighs each group by its frequency). It then
-reports, on held-out documents and with
+the package, three times with the same data, seed and budget:
+
+- with `uniform` weights (the average of the group losses);
+- with the robust rule, `ExponentiatedGradient` following each group's
+  excess loss over the uniform run's model on 512 training sentences set
+  aside for it (step size 0.01 every 10 steps);
+- `average`: plain `fit` on the loss pooled over all masked tokens, which
+  weighs each group by its frequency.
+
+`--weighting` and `--signal` run one robust rule instead (following those
+held-out losses themselves, or the training batch's at 0.001 a step), and
+`--compare` any several. It then reports, on held-out documents and with
 the same fixed masks for all:
 
 - the masked-LM accuracy and loss of every group, their mean and worst;
@@ -46,18 +49,22 @@ def add_arguments(parser):
     parser.add_argument("--model", choices=("tiny", "minilm"), default="tiny",
                         help="tiny: a 2-layer BERT from config; minilm: continue pre-training all-MiniLM-L6-v2 (default: tiny).")
     # Step size 0.01 a step starves the easy groups; on held-out losses the
-    # rule updates every 10 steps. The default, the excess over the uniform
-    # run, is the robust run that kept the mean accuracy within a point
-    # (benchmarks/RESULTS.md, "POS-grouped masked LM"). Lookahead's G: the
-    # task gradients on the masked-LM head and the token embeddings tied to
-    # it, not the whole encoder's; no representation cut, as the head also
-    # reads `mask_positions`.
+    # rule updates every 10 steps. The default arms beside uniform
+    # (benchmarks/RESULTS.md, "POS-grouped masked LM"): the pooled average,
+    # the one configuration that raised the worst group without costing the
+    # mean, and EG on the excess over the uniform run, the one rule that
+    # kept the mean within a point. Lookahead's G: the
+    # task gradients on the masked-LM head's own transform. The token
+    # embeddings tied to the head also feed the encoder, so a G over them
+    # differentiates the whole model (5-7x the uniform run's time, and
+    # unaffordable on held-out losses; RESULTS.md, "Lookahead"); no
+    # representation cut either, as the head also reads `mask_positions`.
     robust_arms.add_arguments(parser, {
         "exponentiated_gradient": {"step_size": 0.001},
         "exponentiated_gradient@held_out": {"step_size": 0.01},
         "exponentiated_gradient@excess": {"step_size": 0.01},
-        "lookahead": {"layers": ["mlm_head"]},
-    }, signal="excess", average=True)
+        "lookahead": {"layers": ["intermediate_dense", "intermediate_layer_norm"]},
+    }, signal="excess", average=True, compare="exponentiated_gradient@excess,average")
     parser.add_argument("--balance-groups", action="store_true", help="mask every part-of-speech group equally often.")
     parser.add_argument("--batch-size", type=cli.positive_int, default=32, help="pre-training batch size (default: 32).")
     parser.add_argument("--learning-rate", type=cli.positive_float, default=None, help="Adam's learning rate (default: 3e-3 tiny, 5e-5 minilm).")

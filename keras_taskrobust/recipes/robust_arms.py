@@ -49,7 +49,7 @@ class Arm:
                              reference=reference if self.signal == "excess" else None)
 
 
-def add_arguments(parser, defaults, signal="training", signals=SIGNALS, average=False):
+def add_arguments(parser, defaults, signal="training", signals=SIGNALS, average=False, compare=None):
     """Adds `--signal`, `--step-size`, `--smoothing`, `--update-every` and `--compare`.
 
     `defaults`: `{rule name: {argument: value}}`, the recipe's settings of
@@ -57,13 +57,16 @@ def add_arguments(parser, defaults, signal="training", signals=SIGNALS, average=
     `{"rule@signal": {...}}` where they differ for that signal (a rule that
     updates every 10 steps on held-out losses takes 10 times the step size
     of one that updates every step on the training batch). `average`:
-    whether `--compare` takes `average`, the pooled loss.
+    whether `--compare` takes `average`, the pooled loss. `compare`: the
+    recipe's default arms, as `--compare` takes them, run when none of
+    `--compare`, `--weighting` and `--signal` is given (default: one arm,
+    `--weighting` following `signal`).
     """
     def default(name, key):
         value = defaults.get(name, {}).get(key)
         return "the rule's" if value is None else value
 
-    parser.add_argument("--signal", default=signal, choices=signals,
+    parser.add_argument("--signal", default=None, choices=signals,
                         help=f"the losses the robust rule follows: the training batch's, a held-out set's, or the "
                              f"held-out excess over the uniform run's model (default: {signal}).")
     parser.add_argument("--step-size", type=cli.non_negative_float, default=None,
@@ -75,11 +78,15 @@ def add_arguments(parser, defaults, signal="training", signals=SIGNALS, average=
     parser.add_argument("--update-every", type=cli.positive_int, default=10,
                         help="steps between weight updates on held-out losses (default: 10).")
     pooled = ", or average (plain fit on the pooled loss)" if average else ""
-    parser.add_argument("--compare", type=_arm_list(signals, average), default=None, metavar="RULE@SIGNAL,...",
+    parse = _arm_list(signals, average)
+    parser.add_argument("--compare", type=parse, default=None, metavar="RULE@SIGNAL,...",
                         help="several robust runs beside one uniform run, e.g. "
                              f"exponentiated_gradient@training,learning_progress@held_out{pooled} "
-                             "(default: --weighting@--signal).")
-    parser.set_defaults(rule_defaults=defaults)
+                             f"(default: {compare or '--weighting@--signal'}; --weighting or --signal alone: that one).")
+    parser.set_defaults(rule_defaults=defaults, default_signal=signal, default_compare=compare and parse(compare))
+    if compare:
+        # `None` tells "not given" from the default rule given explicitly.
+        parser.set_defaults(weighting=None)
 
 
 def _arm_list(signals, average):
@@ -104,18 +111,23 @@ def _arm_list(signals, average):
 
 
 def arms(args):
-    """The robust `Arm`s of this command: `--compare`'s, or `--weighting` following `--signal`."""
+    """The robust `Arm`s of this command: `--compare`'s, `--weighting` following `--signal`, or the recipe's."""
+    weighting, signal, compare = args.weighting, args.signal, args.compare
+    if compare is None and weighting is None and signal is None:
+        compare = args.default_compare
+    weighting = weighting or "exponentiated_gradient"
+    signal = signal or args.default_signal
     given = {"step_size": args.step_size, "smoothing": args.smoothing}
-    if not any(name in TUNABLE for name, _ in args.compare or [(args.weighting, None)]):
+    if not any(name in TUNABLE for name, _ in compare or [(weighting, None)]):
         for key, value in given.items():
             if value is not None:
                 raise SystemExit(f"keras-taskrobust: error: --{key.replace('_', '-')} sets "
-                                 f"{' and '.join(TUNABLE)}, not {args.weighting}.")
-    if args.compare is None:
-        return [Arm(args.weighting, _rule(args.weighting, args.signal, args.rule_defaults, given), args.signal)]
+                                 f"{' and '.join(TUNABLE)}, not {weighting}.")
+    if compare is None:
+        return [Arm(weighting, _rule(weighting, signal, args.rule_defaults, given), signal)]
     return [Arm("average", None, None) if name == "average" else
             Arm(f"{name}@{signal}", _rule(name, signal, args.rule_defaults, given), signal)
-            for name, signal in args.compare]
+            for name, signal in compare]
 
 
 def _rule(name, signal, defaults, given):
