@@ -66,7 +66,7 @@ def test_summary_reads_every_table(harness):
     assert "0.60" in row and row.rstrip(" |").endswith("no")
 
 
-@pytest.mark.parametrize("name", ["dro_failure_cases", "main_job", "recipe_results"])
+@pytest.mark.parametrize("name", ["dro_failure_cases", "held_out_gram_time", "main_job", "recipe_results"])
 def test_research_script_imports(name, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS / "research"))
     assert callable(importlib.import_module(name).main)
