@@ -119,8 +119,8 @@ def _gram(minimax, rule, x, y, sample_weight):
 
 def _compiled_gram(minimax, rule):
     """`_gram` for `rule` as one compiled function of the data, the weights read as they are now."""
-    compiled = minimax.task_gram.held_out_functions
-    if id(rule) not in compiled:
+    functions = minimax.task_gram.held_out_functions
+    if rule not in functions:
         variables = minimax.model.variables
 
         def gram(values, x, y, sample_weight):
@@ -128,8 +128,8 @@ def _compiled_gram(minimax, rule):
                 return _gram(minimax, rule, x, y, sample_weight)
 
         run = backend.compiled(gram)
-        compiled[id(rule)] = (rule, lambda *data: run([v.value for v in variables], *data))
-    return compiled[id(rule)][1]
+        functions[rule] = lambda *data: run([v.value for v in variables], *data)
+    return functions[rule]
 
 
 def _predict(model, x):

@@ -41,8 +41,7 @@ class TaskGram:
         # Kept per thread: tf.distribute runs each replica's step in a
         # thread of its own.
         self._representations = {}
-        # id(rule) -> (rule, compiled function): the held-out `G`
-        # (`held_out.task_gram`), kept with its rule so the id stays its own.
+        # Rule -> its compiled held-out `G` (`held_out.task_gram`).
         self.held_out_functions = {}
 
     def prepare(self, rule):

@@ -53,12 +53,11 @@ def add_arguments(parser):
     # (benchmarks/RESULTS.md, "POS-grouped masked LM"): the pooled average,
     # the one configuration that raised the worst group without costing the
     # mean, and EG on the excess over the uniform run, the one rule that
-    # kept the mean within a point. Lookahead's G: the
-    # task gradients on the masked-LM head's own transform. The token
-    # embeddings tied to the head also feed the encoder, so a G over them
-    # differentiates the whole model (5-7x the uniform run's time, and
-    # unaffordable on held-out losses; RESULTS.md, "Lookahead"); no
-    # representation cut either, as the head also reads `mask_positions`.
+    # kept the mean within a point. Lookahead's G: the task gradients on the
+    # masked-LM head's own transform. The token embeddings tied to the head
+    # also feed the encoder, so a G over them differentiates the whole model
+    # (RESULTS.md, "Lookahead"); no representation cut either, as the head
+    # also reads `mask_positions`.
     robust_arms.add_arguments(parser, {
         "exponentiated_gradient": {"step_size": 0.001},
         "exponentiated_gradient@held_out": {"step_size": 0.01},

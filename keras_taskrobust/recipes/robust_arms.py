@@ -83,7 +83,8 @@ def add_arguments(parser, defaults, signal="training", signals=SIGNALS, average=
                         help="several robust runs beside one uniform run, e.g. "
                              f"exponentiated_gradient@training,learning_progress@held_out{pooled} "
                              f"(default: {compare or '--weighting@--signal'}; --weighting or --signal alone: that one).")
-    parser.set_defaults(rule_defaults=defaults, default_signal=signal, default_compare=compare and parse(compare))
+    parser.set_defaults(rule_defaults=defaults, default_signal=signal, default_compare=compare and parse(compare),
+                        default_weighting=parser.get_default("weighting"))
     if compare:
         # `None` tells "not given" from the default rule given explicitly.
         parser.set_defaults(weighting=None)
@@ -115,7 +116,7 @@ def arms(args):
     weighting, signal, compare = args.weighting, args.signal, args.compare
     if compare is None and weighting is None and signal is None:
         compare = args.default_compare
-    weighting = weighting or "exponentiated_gradient"
+    weighting = weighting or args.default_weighting
     signal = signal or args.default_signal
     given = {"step_size": args.step_size, "smoothing": args.smoothing}
     if not any(name in TUNABLE for name, _ in compare or [(weighting, None)]):
